@@ -1,0 +1,33 @@
+// Package tokenize turns a loader.Row into token ids for Mistral v0.3: the chat template as
+// segments (a control-token id, or plain text that can never become a control token), a
+// pure-Go SentencePiece BPE that reproduces Hugging Face tokenizers and SentencePiece token for
+// token, and the prompt/completion split that KTO and SFT train on.
+package tokenize
+
+// Segment is one piece of a rendered conversation: either a control token (Control >= 0,
+// Text empty) or plain text (Control == -1) that is tokenized as characters only.
+type Segment struct {
+	Control int32
+	Text    string
+}
+
+// Example is one training example: the prompt (every message before the final assistant
+// message, rendered by the template) and the completion (the final assistant message).
+// PromptIDs starts with BOS; CompletionIDs ends with EOS.
+type Example struct {
+	PromptIDs     []int32
+	CompletionIDs []int32
+	// PromptAssistant marks, per prompt token, the tokens of earlier assistant turns (their
+	// text, tool calls and </s>): what --sft-loss=all-assistant also trains on.
+	PromptAssistant []bool
+
+	Prompt     string // rendered text, control tokens spelled out (for reading only)
+	Completion string
+
+	Label    bool
+	Behavior string
+	Source   string // file:line
+
+	RepairedIDs   int  // tool-call ids replaced because the template refuses them
+	TextWithTools bool // an assistant message held both text and tool calls
+}
