@@ -1,0 +1,113 @@
+package loader
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+)
+
+// Sentinel reasons for a rejected row. Each RowError wraps exactly one; errors.Is tells why,
+// errors.As(&*RowError) tells where. Reason(err) gives the stable snake_case name written to
+// rejects.jsonl and counted in the manifest.
+var (
+	ErrInvalidJSON       = errors.New("invalid JSON")
+	ErrMissingField      = errors.New("missing field")
+	ErrWrongType         = errors.New("wrong type")
+	ErrUnknownRole       = errors.New("unknown role")
+	ErrEmptyConversation = errors.New("empty conversation")
+	ErrNoFinalAssistant  = errors.New("no final assistant message")
+	ErrSystemNotFirst    = errors.New("system message not first")
+	ErrRolesOutOfOrder   = errors.New("roles out of order")
+	ErrEmptyToolName     = errors.New("empty tool call name")
+	ErrBadArguments      = errors.New("tool call arguments are not valid JSON")
+	ErrArgumentsNotObj   = errors.New("tool call arguments are not a JSON object")
+	ErrMissingLabel      = errors.New("missing label")
+	ErrLineTooLong       = errors.New("line too long")
+)
+
+var reasonNames = map[error]string{
+	ErrInvalidJSON:       "invalid_json",
+	ErrMissingField:      "missing_field",
+	ErrWrongType:         "wrong_type",
+	ErrUnknownRole:       "unknown_role",
+	ErrEmptyConversation: "empty_conversation",
+	ErrNoFinalAssistant:  "no_final_assistant",
+	ErrSystemNotFirst:    "system_not_first",
+	ErrRolesOutOfOrder:   "roles_out_of_order",
+	ErrEmptyToolName:     "empty_tool_name",
+	ErrBadArguments:      "bad_arguments",
+	ErrArgumentsNotObj:   "arguments_not_object",
+	ErrMissingLabel:      "missing_label",
+	ErrLineTooLong:       "line_too_long",
+}
+
+// Reasoner is implemented by errors of later stages (template, truncation) that carry their own
+// stable reason name, so one Reason function serves every stage.
+type Reasoner interface{ Reason() string }
+
+// Reason returns the stable snake_case reason of a row error: a loader sentinel's name, or
+// the Reason() of any wrapped error that has one, or "error" when unknown.
+func Reason(err error) string {
+	for s, name := range reasonNames {
+		if errors.Is(err, s) {
+			return name
+		}
+	}
+	var r Reasoner
+	if errors.As(err, &r) {
+		return r.Reason()
+	}
+	return "error"
+}
+
+// RowError is a bad row: where it is and why. Err is a sentinel (or a later stage's typed
+// error); Detail says what exactly was wrong, for people.
+type RowError struct {
+	File   string
+	Line   int64
+	Field  string // JSON path such as conversations[2].tool_calls[0].function.arguments; "" for the whole line
+	Err    error
+	Detail string
+	Raw    []byte // the raw line (a prefix only for over-long lines)
+}
+
+func (e *RowError) Error() string {
+	s := sourceOf(e.File, e.Line) + ": "
+	if e.Field != "" {
+		s += e.Field + ": "
+	}
+	s += e.Err.Error()
+	if e.Detail != "" {
+		s += ": " + e.Detail
+	}
+	return s
+}
+
+func (e *RowError) Unwrap() error { return e.Err }
+
+// Reason is the stable reason name of the wrapped error.
+func (e *RowError) Reason() string { return Reason(e.Err) }
+
+func sourceOf(file string, line int64) string {
+	return file + ":" + strconv.FormatInt(line, 10)
+}
+
+func rowErr(field string, err error, format string, args ...any) *RowError {
+	return &RowError{Field: field, Err: err, Detail: fmt.Sprintf(format, args...)}
+}
+
+// Reject is one line of rejects.jsonl (DESIGN.md: file, line, field, reason, raw), plus the
+// human-readable detail.
+type Reject struct {
+	File   string `json:"file"`
+	Line   int64  `json:"line"`
+	Field  string `json:"field"`
+	Reason string `json:"reason"`
+	Detail string `json:"detail,omitempty"`
+	Raw    string `json:"raw"`
+}
+
+// Record turns the error into its rejects.jsonl record.
+func (e *RowError) Record() Reject {
+	return Reject{File: e.File, Line: e.Line, Field: e.Field, Reason: e.Reason(), Detail: e.Detail, Raw: string(e.Raw)}
+}

@@ -1,0 +1,198 @@
+package loader
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/klauspost/compress/zstd"
+)
+
+// Reader streams rows from one input. Read returns each row, or a *RowError for a bad row
+// after which reading goes on, or a stream error (a broken gzip, an unreadable file) that
+// sticks, or io.EOF at the end. Memory is bounded by Config.MaxLineBytes, never by the input.
+type Reader struct {
+	cfg  Config
+	name string
+	next func() ([]byte, int64, error) // the next raw record with its line number
+	clos []io.Closer
+	err  error // sticky stream error
+
+	// Blank counts whitespace-only lines, which are not rows and so not counted as read.
+	Blank int64
+}
+
+// Open opens path for reading: "-" is stdin; .gz and .zst are decompressed; .parquet is read
+// as a Hugging Face style Parquet file (conversations as a list of structs); anything else is
+// JSONL. name is how the input is named in errors, rejects and the manifest.
+func Open(path string, cfg Config) (*Reader, error) {
+	if path == "-" {
+		return NewReader(os.Stdin, "-", cfg)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return nil, err
+	}
+	if st.IsDir() {
+		return nil, fmt.Errorf("%s: is a directory, not a data file", path)
+	}
+	if strings.HasSuffix(strings.ToLower(path), ".parquet") {
+		return openParquet(path, cfg)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	r, err := NewReader(f, path, cfg)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	r.clos = append(r.clos, f)
+	return r, nil
+}
+
+// NewReader reads JSONL from r, transparently decompressing gzip or zstd (detected by their
+// magic bytes, so a compressed stdin works too).
+func NewReader(r io.Reader, name string, cfg Config) (*Reader, error) {
+	br := bufio.NewReaderSize(r, 256<<10)
+	rd := &Reader{cfg: cfg, name: name}
+	magic, _ := br.Peek(4)
+	var src io.Reader = br
+	switch {
+	case len(magic) >= 2 && magic[0] == 0x1f && magic[1] == 0x8b:
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		rd.clos = append(rd.clos, zr)
+		src = zr
+	case len(magic) == 4 && bytes.Equal(magic, []byte{0x28, 0xb5, 0x2f, 0xfd}):
+		zr, err := zstd.NewReader(br, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<27))
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", name, err)
+		}
+		rd.clos = append(rd.clos, zr.IOReadCloser())
+		src = zr
+	}
+	if src != io.Reader(br) {
+		src = bufio.NewReaderSize(src, 256<<10)
+	}
+	lr := &lineReader{br: src.(*bufio.Reader), max: cfg.maxLine()}
+	rd.next = lr.next
+	return rd, nil
+}
+
+// Name is the input's name as given.
+func (r *Reader) Name() string { return r.name }
+
+// Read returns the next row. See Reader.
+func (r *Reader) Read() (Row, error) {
+	if r.err != nil {
+		return Row{}, r.err
+	}
+	for {
+		data, line, err := r.next()
+		if err != nil {
+			var tl *tooLong
+			if errors.As(err, &tl) {
+				return Row{}, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
+					Detail: fmt.Sprintf("line is longer than --max-line-bytes=%d (%d bytes or more)", r.cfg.maxLine(), tl.n),
+					Raw:    tl.prefix}
+			}
+			if err != io.EOF {
+				err = fmt.Errorf("%s: line %d: %w", r.name, line, err)
+			}
+			r.err = err
+			return Row{}, err
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			r.Blank++
+			continue
+		}
+		return ParseRow(data, r.name, line, r.cfg)
+	}
+}
+
+// Close releases the input.
+func (r *Reader) Close() error {
+	var first error
+	for i := len(r.clos) - 1; i >= 0; i-- {
+		if err := r.clos[i].Close(); err != nil && first == nil {
+			first = err
+		}
+	}
+	r.clos = nil
+	return first
+}
+
+type tooLong struct {
+	n      int
+	prefix []byte
+}
+
+func (t *tooLong) Error() string { return "line too long" }
+
+// lineReader splits a stream into lines with a hard limit, using bufio.Reader.ReadSlice so a
+// long line costs at most max bytes of memory (bufio.Scanner would stop for good at 64 KiB).
+type lineReader struct {
+	br   *bufio.Reader
+	max  int
+	line int64
+	buf  []byte
+}
+
+// rawPrefix is how much of an over-long line is kept for the rejects file.
+const rawPrefix = 4096
+
+func (l *lineReader) next() ([]byte, int64, error) {
+	l.buf = l.buf[:0]
+	l.line++
+	over := false
+	total := 0
+	var prefix []byte
+	for {
+		frag, err := l.br.ReadSlice('\n')
+		total += len(frag)
+		if !over {
+			if len(l.buf)+len(frag) > l.max+2 { // +2: the line ending is not content
+				over = true
+				prefix = append([]byte(nil), l.buf[:min(len(l.buf), rawPrefix)]...)
+				if len(prefix) < rawPrefix {
+					prefix = append(prefix, frag[:min(len(frag), rawPrefix-len(prefix))]...)
+				}
+				l.buf = l.buf[:0]
+			} else {
+				l.buf = append(l.buf, frag...)
+			}
+		}
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == io.EOF && total == 0 {
+			return nil, l.line, io.EOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, l.line, err
+		}
+		break
+	}
+	if over {
+		return nil, l.line, &tooLong{n: total, prefix: prefix}
+	}
+	b := l.buf
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	b = bytes.TrimSuffix(b, []byte("\r"))
+	if l.line == 1 {
+		b = bytes.TrimPrefix(b, []byte("\xef\xbb\xbf")) // a UTF-8 BOM is not content
+	}
+	if len(b) > l.max {
+		return nil, l.line, &tooLong{n: len(b), prefix: append([]byte(nil), b[:min(len(b), rawPrefix)]...)}
+	}
+	return b, l.line, nil
+}
