@@ -3,6 +3,26 @@
 // best-fit-decreasing packing into fixed-length rows whose sequences never see each other.
 // It knows nothing of file formats: the row structs below carry parquet tags so that export
 // can write them and kto/train can read them, but no I/O happens here.
+//
+// The pipeline, per example and then per split:
+//
+//	Truncate(ex)                      every example: fit MaxLen, or a too_long reject
+//	Split(exs) → train, test          whole prompts to one side, stratified by behavior×label
+//	Batches(split) → []KTORow         kto/: interleaved batches, KL pairs as TRL makes them
+//	PackKTO / PackBatch → []PackedRow kto_packed/: each batch packed alone
+//	PackSFT / SFTPacker → []SFTRow    sft/: desirable examples, windowed best-fit-decreasing
+//	UnpackKTO, UnpackSFT              back to sequences, checking every row invariant (verify)
+//
+// Memory: the split and the batch order need a global view, but only of a Key per example
+// (group hash, content hash, label, behavior: about 40 bytes plus the behavior string);
+// PlanSplit and PlanBatches work on Keys alone and return indices, so a caller can keep ids
+// out of memory and fetch examples by index when writing. Split and Batches are the
+// convenience forms over a slice of examples. PackBatch needs one batch at a time and
+// SFTPacker one window (Config.SFTWindow sequences).
+//
+// Everything is deterministic for a given input order, Config and Seed, and the split and
+// the batch composition do not depend on the input order at all (only on content and Seed).
+// Seeded orders use this package's own SplitMix64, so outputs do not change with Go releases.
 package kto
 
 // KTORow is one row of kto/: one example in final training order. Consecutive

@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
 	"os"
@@ -333,5 +335,23 @@ func TestNexusSFTMissingLabel(t *testing.T) {
 	st = count(Config{MissingLabel: &tr})
 	if st.Rejected != 0 || st.DefaultedLabel != 1986 {
 		t.Errorf("--missing-label=true: %+v", st)
+	}
+}
+
+func TestDigest(t *testing.T) {
+	data := okRow + "\n" + okRow + "\n"
+	var gz bytes.Buffer
+	gw := gzip.NewWriter(&gz)
+	gw.Write([]byte(data))
+	gw.Close()
+	r, err := NewReader(bytes.NewReader(gz.Bytes()), "mem.gz", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	readAll(t, r)
+	sum, n := r.Digest()
+	want := sha256.Sum256(gz.Bytes())
+	if sum != hex.EncodeToString(want[:]) || n != int64(gz.Len()) {
+		t.Errorf("digest %s %d, want the compressed bytes' %x %d", sum, n, want, gz.Len())
 	}
 }

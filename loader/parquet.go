@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/apache/arrow-go/v18/arrow/array"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -25,6 +27,14 @@ func openParquet(path string, cfg Config) (rd *Reader, err error) {
 			rd, err = nil, fmt.Errorf("%s: not a readable Parquet file: %v", path, p)
 		}
 	}()
+	ch := &countingHash{h: sha256.New()}
+	if f, err := os.Open(path); err == nil {
+		_, err = io.Copy(ch, f)
+		f.Close()
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+	}
 	pf, err := file.OpenParquetFile(path, false)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
@@ -40,7 +50,7 @@ func openParquet(path string, cfg Config) (rd *Reader, err error) {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	pr := &parquetRows{rr: rr}
-	rd = &Reader{cfg: cfg, name: path, next: pr.next}
+	rd = &Reader{cfg: cfg, name: path, next: pr.next, hash: ch}
 	rd.clos = append(rd.clos, closerFunc(func() error { rr.Release(); return pf.Close() }))
 	return rd, nil
 }

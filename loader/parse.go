@@ -36,6 +36,7 @@ func ParseRow(data []byte, file string, line int64, cfg Config) (Row, error) {
 		return Row{}, rerr
 	}
 	row.File, row.Line = file, line
+	row.Raw = append([]byte(nil), data...)
 	return row, nil
 }
 

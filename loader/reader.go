@@ -4,8 +4,11 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"os"
 	"strings"
@@ -25,6 +28,29 @@ type Reader struct {
 
 	// Blank counts whitespace-only lines, which are not rows and so not counted as read.
 	Blank int64
+
+	hash *countingHash // raw input bytes as read, for the manifest's sha256
+}
+
+// countingHash hashes and counts the raw bytes of an input as the reader consumes them, so
+// the manifest can name the exact input without reading it twice (stdin cannot be).
+type countingHash struct {
+	h hash.Hash
+	n int64
+}
+
+func (c *countingHash) Write(p []byte) (int, error) {
+	c.n += int64(len(p))
+	return c.h.Write(p)
+}
+
+// Digest returns the sha256 (hex) and size of the raw input bytes read so far: the whole
+// input once Read has returned io.EOF.
+func (r *Reader) Digest() (sha string, size int64) {
+	if r.hash == nil {
+		return "", 0
+	}
+	return hex.EncodeToString(r.hash.h.Sum(nil)), r.hash.n
 }
 
 // Open opens path for reading: "-" is stdin; .gz and .zst are decompressed; .parquet is read
@@ -60,8 +86,9 @@ func Open(path string, cfg Config) (*Reader, error) {
 // NewReader reads JSONL from r, transparently decompressing gzip or zstd (detected by their
 // magic bytes, so a compressed stdin works too).
 func NewReader(r io.Reader, name string, cfg Config) (*Reader, error) {
-	br := bufio.NewReaderSize(r, 256<<10)
-	rd := &Reader{cfg: cfg, name: name}
+	ch := &countingHash{h: sha256.New()}
+	br := bufio.NewReaderSize(io.TeeReader(r, ch), 256<<10)
+	rd := &Reader{cfg: cfg, name: name, hash: ch}
 	magic, _ := br.Peek(4)
 	var src io.Reader = br
 	switch {

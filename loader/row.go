@@ -23,6 +23,10 @@ type Row struct {
 
 	// Extra keeps every top-level key this package does not interpret, verbatim.
 	Extra map[string]json.RawMessage
+
+	// Raw is the input line as read, so a later stage that rejects the row can still write
+	// it to rejects.jsonl, and sharding can hash it.
+	Raw []byte
 }
 
 // Source is "file:line", the form written to shards and rejects.

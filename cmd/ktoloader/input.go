@@ -2,12 +2,9 @@ package main
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"path/filepath"
 
 	"github.com/spf13/cobra"
 
@@ -111,67 +108,4 @@ func (f *inputFlags) eachRow(ok func(*loader.Row) error, bad func(*loader.RowErr
 		}
 	}
 	return nil
-}
-
-// rejectsFile streams rejects.jsonl under a temporary name and renames it into place on
-// Commit, so a crashed run never leaves a finished-looking rejects file.
-type rejectsFile struct {
-	path string
-	tmp  *os.File
-	enc  *json.Encoder
-	n    int64
-}
-
-func createRejects(path string) (*rejectsFile, error) {
-	if path == "" {
-		return nil, nil
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, err
-	}
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-*")
-	if err != nil {
-		return nil, err
-	}
-	enc := json.NewEncoder(tmp)
-	enc.SetEscapeHTML(false)
-	return &rejectsFile{path: path, tmp: tmp, enc: enc}, nil
-}
-
-func (w *rejectsFile) Write(re *loader.RowError) error {
-	if w == nil {
-		return nil
-	}
-	w.n++
-	return w.enc.Encode(re.Record())
-}
-
-func (w *rejectsFile) Commit() error {
-	if w == nil {
-		return nil
-	}
-	if err := w.tmp.Sync(); err != nil {
-		w.Abort()
-		return err
-	}
-	if err := w.tmp.Close(); err != nil {
-		os.Remove(w.tmp.Name())
-		return err
-	}
-	if err := os.Rename(w.tmp.Name(), w.path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(w.path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
-}
-
-func (w *rejectsFile) Abort() {
-	if w == nil {
-		return
-	}
-	w.tmp.Close()
-	os.Remove(w.tmp.Name())
 }

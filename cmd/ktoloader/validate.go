@@ -4,12 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"os"
 	"sort"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/internal/pipeline"
 	"github.com/ktoloader/ktoloader/loader"
 )
 
@@ -27,7 +27,7 @@ rejected, always. Rejected rows are written to --rejects as JSONL (file, line, f
 Rejected rows alone do not fail the command (exit 0) unless --strict.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			rw, err := createRejects(rejects)
+			rw, err := pipeline.NewRejects(rejects)
 			if err != nil {
 				return err
 			}
@@ -56,7 +56,6 @@ Rejected rows alone do not fail the command (exit 0) unless --strict.`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	cmd.Flags().StringVar(&rejects, "rejects", "", "write rejected rows to this JSONL file")
 	rootCmd.AddCommand(cmd)
-	_ = os.Stdout
 }
 
 func printStats(w io.Writer, st *loader.Stats) {

@@ -1,0 +1,236 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/pipeline"
+	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/tokenize"
+)
+
+// tokFlags are the tokenizer flags shared by prep and render.
+type tokFlags struct {
+	spec    string
+	offline bool
+}
+
+func (f *tokFlags) register(cmd *cobra.Command) {
+	cmd.Flags().StringVar(&f.spec, "tokenizer", "",
+		"tokenizer.model, tokenizer.json, a directory holding one, or a Hugging Face repo id; default: $"+
+			tokenize.EnvTokenizer+", the HF cache (unsloth/mistral-7b-v0.3), a download, then the embedded demo tokenizer")
+	cmd.Flags().BoolVar(&f.offline, "offline", false, "never download a tokenizer (also HF_HUB_OFFLINE=1)")
+}
+
+// resolve finds the tokenizer and says loudly on stderr when it is the demo one.
+func (f *tokFlags) resolve(stderr io.Writer) (*tokenize.Tokenizer, tokenize.Resolution, error) {
+	tok, res, err := tokenize.Resolve(f.spec, tokenize.ResolveOptions{Offline: f.offline})
+	if err != nil {
+		return nil, res, err
+	}
+	if res.Demo {
+		fmt.Fprintln(stderr, "WARNING: no Mistral tokenizer found (flag, $"+tokenize.EnvTokenizer+", Hugging Face cache, download);")
+		fmt.Fprintln(stderr, "WARNING: using the small DEMO tokenizer: these ids are NOT Mistral's. The manifest records tokenizer.demo=true.")
+		for _, n := range res.Notes {
+			fmt.Fprintln(stderr, "  note:", n)
+		}
+	}
+	return tok, res, nil
+}
+
+type prepFlags struct {
+	in        inputFlags
+	tok       tokFlags
+	out       string
+	force     bool
+	format    string
+	shardRows int64
+	shardMB   int64
+	workers   int
+	seed      int64
+	testFrac  float64
+	batch     int
+	maxLen    int
+	truncate  string
+	sftLoss   string
+	dropLast  bool
+	toolsFile string
+	textTools string
+	rejects   string
+	asJSON    bool
+	maxReject float64
+	noBar     bool
+}
+
+func init() {
+	var f prepFlags
+	cmd := &cobra.Command{
+		Use:   "prep [--input FILE…|-] [--tokenizer PATH|REPO] [--out DIR] [flags]",
+		Short: "The main job: rows in, KTO/SFT shards (Parquet, Arrow) and a manifest out",
+		Long: `prep validates every input row, renders the Mistral v0.3 chat template token-exactly,
+splits train/test by prompt group, builds interleaved KTO batches with TRL's KL pairs, packs
+them into --max-len rows, and writes:
+
+  OUT/kto/{train,test}-NNNNN-of-NNNNN.parquet         one row per example, TRL's KTO columns
+  OUT/kto_packed/{train,test}-….parquet               the batches packed for the GomlX trainer
+  OUT/sft/{train,test}-….parquet                      desirable rows, packed, labels -100 off-loss
+  OUT/rejects.jsonl                                   every rejected row: file, line, field, reason, raw
+  OUT/manifest.json                                   config, sha256s, counts, stats (written last)
+
+With no --input it uses the embedded sample. Same input, flags and seed give byte-identical
+files whatever --workers. Exit 0 on success (rejected rows alone are no failure unless
+--strict or --max-reject-frac), 1 when the run failed, 2 on a usage error.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runPrep(cmd, &f) },
+	}
+	f.in.register(cmd)
+	f.tok.register(cmd)
+	fl := cmd.Flags()
+	fl.StringVarP(&f.out, "out", "o", "shards", "output directory")
+	fl.BoolVar(&f.force, "force", false, "overwrite a directory that holds a finished run")
+	fl.StringVar(&f.format, "format", "parquet", "shard format: parquet, arrow or both")
+	fl.Int64Var(&f.shardRows, "shard-rows", 0, "start a new shard after this many rows (0: no limit)")
+	fl.Int64Var(&f.shardMB, "shard-bytes", 256<<20, "start a new shard before this many (approximate, uncompressed) bytes (0: no limit)")
+	fl.IntVar(&f.workers, "workers", runtime.NumCPU(), "tokenizing goroutines (never changes the output)")
+	fl.Int64Var(&f.seed, "seed", 42, "seed for the split, the example order and the batch order")
+	fl.Float64Var(&f.testFrac, "test-frac", 0, "fraction of each behavior×label stratum held out as test, by whole prompt groups")
+	fl.IntVar(&f.batch, "kto-batch-size", kto.DefaultBatchSize, "KTO batch size: TRL's per_device_train_batch_size must equal it")
+	fl.IntVar(&f.maxLen, "max-len", kto.DefaultMaxLen, "packed row length and the limit on prompt+completion tokens")
+	fl.StringVar(&f.truncate, "truncate", kto.TruncateReject, "rows over --max-len: reject, or keep-end (drop prompt tokens after BOS from the left; never the completion)")
+	fl.StringVar(&f.sftLoss, "sft-loss", kto.SFTLossCompletion, "what sft/ labels train on: completion, or all-assistant (earlier assistant turns too)")
+	fl.BoolVar(&f.dropLast, "drop-last", false, "drop the examples of the last, partial KTO batch")
+	fl.StringVar(&f.toolsFile, "tools", "", "JSON file with a tools list rendered as [AVAILABLE_TOOLS] for rows without their own")
+	fl.StringVar(&f.textTools, "assistant-text-with-tools", "keep", "assistant text beside tool calls: keep (render it before [TOOL_CALLS]) or drop (the template exactly)")
+	fl.StringVar(&f.rejects, "rejects", "", "rejects file (default OUT/rejects.jsonl)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the manifest as the machine-readable summary on stdout")
+	fl.Float64Var(&f.maxReject, "max-reject-frac", 0, "fail (exit 1) when more than this fraction of rows is rejected (0: never)")
+	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar even on a terminal")
+	rootCmd.AddCommand(cmd)
+}
+
+func runPrep(cmd *cobra.Command, f *prepFlags) error {
+	lcfg, err := f.in.config()
+	if err != nil {
+		return err
+	}
+	format, err := export.ParseFormat(f.format)
+	if err != nil {
+		return usageError{err}
+	}
+	kc := kto.Config{BatchSize: f.batch, MaxLen: f.maxLen, TestFrac: f.testFrac, Seed: f.seed,
+		Truncate: f.truncate, SFTLoss: f.sftLoss, DropLast: f.dropLast}
+	if err := kc.Validate(); err != nil {
+		return usageError{err}
+	}
+	ropt := tokenize.Options{AssistantTextWithTools: f.textTools}
+	if f.toolsFile != "" {
+		b, err := os.ReadFile(f.toolsFile)
+		if err != nil {
+			return usagef("--tools: %v", err)
+		}
+		ropt.Tools = b
+	}
+	if err := ropt.Validate(); err != nil {
+		return usageError{err}
+	}
+	stderr := cmd.ErrOrStderr()
+	tok, res, err := f.tok.resolve(stderr)
+	if err != nil {
+		return err
+	}
+
+	var inputs []pipeline.Input
+	for _, name := range f.in.names() {
+		name := name
+		inputs = append(inputs, pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }})
+	}
+	echo := map[string]any{
+		"format": f.format, "shard_rows": f.shardRows, "shard_bytes": f.shardMB, "seed": f.seed,
+		"test_frac": f.testFrac, "kto_batch_size": f.batch, "max_len": f.maxLen, "truncate": f.truncate,
+		"sft_loss": f.sftLoss, "drop_last": f.dropLast, "tools": f.toolsFile, "assistant_text_with_tools": f.textTools,
+		"max_line_bytes": f.in.maxLineBytes, "missing_label": f.in.missingLabel, "strict": f.in.strict,
+		"max_reject_frac": f.maxReject,
+	}
+	var bar *progressbar.ProgressBar
+	if !f.noBar && term.IsTerminal(int(os.Stderr.Fd())) {
+		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("rows"),
+			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
+			progressbar.OptionThrottle(200_000_000), progressbar.OptionClearOnFinish())
+	}
+	cfg := pipeline.Config{
+		Inputs: inputs, Loader: lcfg, Tokenizer: tok, TokKind: res.Kind, TokSource: res.Source, TokDemo: res.Demo,
+		Render: ropt, KTO: kc, Out: f.out, Force: f.force,
+		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
+		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
+	}
+	if bar != nil {
+		cfg.Progress = func(n int64) {
+			if n%256 == 0 {
+				bar.Set64(n)
+			}
+		}
+	}
+	m, err := pipeline.Run(cfg)
+	if bar != nil {
+		bar.Finish()
+	}
+	if err != nil {
+		if errors.Is(err, export.ErrOutputExists) {
+			return usageError{err}
+		}
+		return err
+	}
+	if f.asJSON {
+		b, err := m.Marshal()
+		if err != nil {
+			return err
+		}
+		_, err = cmd.OutOrStdout().Write(b)
+		return err
+	}
+	printManifest(cmd.OutOrStdout(), m, filepath.Clean(f.out))
+	return nil
+}
+
+// printManifest is prep's end-of-run summary table.
+func printManifest(w io.Writer, m *export.Manifest, out string) {
+	c := m.Counts
+	fmt.Fprintf(w, "rows read %d, written %d, rejected %d → %s\n", c.Read, c.Written, c.Rejected, out)
+	if m.Tokenizer.Demo {
+		fmt.Fprintln(w, "tokenizer: DEMO (not Mistral's ids)")
+	} else {
+		fmt.Fprintf(w, "tokenizer: %s (%s)\n", m.Tokenizer.Name, m.Tokenizer.Kind)
+	}
+	fmt.Fprintln(w)
+	table(w, "reject reason", "rows", c.Reasons)
+	splitRows := map[string]int64{}
+	for s, sc := range c.Splits {
+		splitRows[s+" desirable"] = sc.Desirable
+		splitRows[s+" undesirable"] = sc.Undesirable
+	}
+	table(w, "split", "examples", splitRows)
+	if len(c.Notes) > 0 {
+		table(w, "note", "count", c.Notes)
+	}
+	for _, s := range []string{"train", "test"} {
+		if p, ok := m.Packing.KTOPacked[s]; ok {
+			fmt.Fprintf(w, "kto_packed/%s: %d rows, fill %.1f%%\n", s, p.Rows, 100*p.Fill)
+		}
+		if p, ok := m.Packing.SFT[s]; ok {
+			fmt.Fprintf(w, "sft/%s: %d rows, fill %.1f%%\n", s, p.Rows, 100*p.Fill)
+		}
+	}
+	fmt.Fprintf(w, "tokens per example: p50 %d, p95 %d, max %d\n", m.Tokens.Total.P50, m.Tokens.Total.P95, m.Tokens.Total.Max)
+	fmt.Fprintf(w, "suggested KTO weights: desirable %.2f, undesirable %.2f\n", m.KTO.DesirableWeight, m.KTO.UndesirableWeight)
+	fmt.Fprintf(w, "%d files, listed with sha256 in %s/manifest.json\n", len(m.Files), out)
+}

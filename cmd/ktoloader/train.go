@@ -1,0 +1,262 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+
+	"github.com/olekukonko/tablewriter"
+	"github.com/schollz/progressbar/v3"
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
+
+	"github.com/ktoloader/ktoloader/kto/train"
+)
+
+type trainFlags struct {
+	opts         train.Options
+	lossType     string
+	ref          string
+	clipGradNorm float64
+	seed         int64
+	asJSON       bool
+	logPath      string
+	noBar        bool
+}
+
+func init() {
+	var f trainFlags
+	cmd := &cobra.Command{
+		Use:   "train --data DIR [--model tiny|CONFIG] [flags]",
+		Short: "Train a Mistral-architecture model with the KTO loss on prep's packed shards (GomlX)",
+		Long: `train reads DIR/kto_packed/{train,test}-*.parquet (written by prep) and trains a decoder
+with the Mistral architecture (RMSNorm, RoPE on position_ids, grouped-query attention,
+SwiGLU, untied LM head) with TRL's KTO loss: one optimizer step per KTO batch (or
+--grad-accum batches), each packed sequence attending only to itself.
+
+The model is --model tiny (2 layers, d=64, 4 heads / 2 KV heads, vocabulary from the
+manifest, random weights) or a Hugging Face config.json (or a directory holding one),
+also initialised at random: pretrained weights are not loaded.
+
+Reference log-probs come from the frozen initial weights: --ref precomputed (default) runs
+them once and caches DIR/ref_logps/{split}.parquet with a JSON sidecar, reused while the
+manifest, shards, model, seed and shape are unchanged; --ref on-the-fly runs a frozen copy
+every step.
+
+Defaults follow TRL's KTOConfig and Hugging Face's Trainer: β 0.1, AdamW (0.9, 0.999, 1e-8),
+no weight decay, clip at gradient norm 1, linear LR schedule. --lr defaults to 1e-6 (TRL) for
+a config.json model and 1e-3 for the tiny preset, which starts from random weights. Loss
+weights default to the manifest's suggestion, else 1.
+
+Backends: --backend go (default; pure Go on the CPU) or, in a binary built with -tags xla,
+xla:cuda / xla:cpu (also via $GOMLX_BACKEND). Runs on the go backend are deterministic for a
+given --seed.
+
+Output: a progress bar on a terminal (per-step lines on stderr otherwise) and a summary table;
+--json prints one JSON object per step on stdout (step, loss, rewards_chosen,
+rewards_rejected, kl, margin, tokens_per_s, …) then {"summary": {…}}; --log FILE writes the
+same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error { return runTrain(cmd, &f) },
+	}
+	fl := cmd.Flags()
+	o := &f.opts
+	fl.StringVar(&o.DataDir, "data", "", "prep output directory holding kto_packed/ (required)")
+	fl.StringVar(&o.Model, "model", train.TinyPreset, `"tiny", or a Hugging Face config.json (or its directory)`)
+	fl.StringVar(&f.lossType, "loss-type", string(train.LossKTO), `"kto" or "apo_zero_unpaired" (TRL's loss_type)`)
+	fl.Float64Var(&o.Loss.Beta, "beta", train.DefaultBeta, "KTO β")
+	fl.Float64Var(&o.Loss.DesirableWeight, "desirable-weight", 0, "weight of desirable losses (default: the manifest's suggestion, else 1)")
+	fl.Float64Var(&o.Loss.UndesirableWeight, "undesirable-weight", 0, "weight of undesirable losses (default: the manifest's suggestion, else 1)")
+	fl.Float64Var(&o.LearningRate, "lr", 0, "peak learning rate (default 1e-6, or 1e-3 for --model tiny)")
+	fl.StringVar(&o.Scheduler, "lr-scheduler", train.SchedulerLinear, `"linear" (decay to 0) or "constant", after warmup`)
+	fl.IntVar(&o.WarmupSteps, "warmup-steps", 0, "linear warmup steps from 0")
+	fl.Float64Var(&o.WeightDecay, "weight-decay", 0, "AdamW decoupled weight decay")
+	fl.Float64Var(&f.clipGradNorm, "clip-grad-norm", train.DefaultClipGradNorm, "clip the global gradient norm (0 disables)")
+	fl.IntVar(&o.GradAccum, "grad-accum", 1, "KTO batches per optimizer step (gradients averaged)")
+	fl.IntVar(&o.Steps, "steps", 0, "optimizer steps (default: --epochs passes over the train split)")
+	fl.IntVar(&o.Epochs, "epochs", train.DefaultEpochs, "passes over the train split when --steps is 0")
+	fl.Int64Var(&f.seed, "seed", train.DefaultSeed, "seed of the initial weights (and so of the reference model)")
+	fl.IntVar(&o.EvalEvery, "eval-every", 0, "evaluate on the test split every N steps (always at the end)")
+	fl.BoolVar(&o.NoEval, "no-eval", false, "skip evaluation")
+	fl.StringVar(&o.CheckpointDir, "checkpoint-dir", "", "save GomlX checkpoints here (every --checkpoint-every steps and on exit)")
+	fl.IntVar(&o.CheckpointEvery, "checkpoint-every", 0, "checkpoint every N steps (0: only on exit)")
+	fl.IntVar(&o.KeepCheckpoints, "keep-checkpoints", train.DefaultKeepCheckpoints, "checkpoints to keep")
+	fl.BoolVar(&o.Resume, "resume", false, "continue from the latest checkpoint in --checkpoint-dir")
+	fl.StringVar(&o.Backend, "backend", "", `GomlX backend: "go" (default, or $GOMLX_BACKEND), "xla:cuda", "xla:cpu" (needs -tags xla)`)
+	fl.StringVar(&f.ref, "ref", string(train.RefPrecomputed), `reference log-probs: "precomputed" (cached) or "on-the-fly"`)
+	fl.BoolVar(&f.asJSON, "json", false, "one JSON object per step on stdout, then {\"summary\": …}")
+	fl.StringVar(&f.logPath, "log", "", "also write the per-step JSON lines to this JSONL file")
+	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar")
+	rootCmd.AddCommand(cmd)
+}
+
+func runTrain(cmd *cobra.Command, f *trainFlags) error {
+	o := f.opts
+	if o.DataDir == "" {
+		return usagef("train: --data DIR is required")
+	}
+	if f.seed <= 0 {
+		return usagef("train: --seed must be > 0")
+	}
+	if o.Loss.Beta <= 0 {
+		return usagef("train: --beta must be > 0")
+	}
+	o.Seed = uint64(f.seed)
+	o.Loss.Type = train.LossType(f.lossType)
+	o.Ref = train.RefMode(f.ref)
+	o.ClipGradNorm = f.clipGradNorm
+	if f.clipGradNorm <= 0 {
+		o.ClipGradNorm = -1 // Options: negative disables, zero means the default
+	}
+	if o.GradAccum <= 0 {
+		return usagef("train: --grad-accum must be ≥ 1")
+	}
+	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
+
+	var logW *bufio.Writer
+	if f.logPath != "" {
+		lf, err := os.Create(f.logPath)
+		if err != nil {
+			return err
+		}
+		defer lf.Close()
+		logW = bufio.NewWriter(lf)
+		defer logW.Flush()
+	}
+	emit := func(v any) error {
+		line, err := json.Marshal(v)
+		if err != nil {
+			return err
+		}
+		line = append(line, '\n')
+		if f.asJSON {
+			if _, err := stdout.Write(line); err != nil {
+				return err
+			}
+		}
+		if logW != nil {
+			if _, err := logW.Write(line); err != nil {
+				return err
+			}
+			return logW.Flush()
+		}
+		return nil
+	}
+
+	useBar := !f.noBar && !f.asJSON && isTerminal(stderr)
+	var bar *progressbar.ProgressBar
+	var emitErr error
+	o.OnStatus = func(s string) {
+		if bar != nil {
+			_ = bar.Clear()
+		}
+		fmt.Fprintln(stderr, "train:", s)
+	}
+	o.OnStart = func(start, total int) {
+		if useBar {
+			bar = progressbar.NewOptions(total, progressbar.OptionSetWriter(stderr), progressbar.OptionShowCount(),
+				progressbar.OptionSetItsString("steps"), progressbar.OptionShowIts(), progressbar.OptionSetPredictTime(true),
+				progressbar.OptionThrottle(100_000_000), progressbar.OptionClearOnFinish())
+			_ = bar.Set(start)
+		}
+	}
+	o.OnStep = func(m train.StepMetrics) {
+		if err := emit(m); err != nil && emitErr == nil {
+			emitErr = err
+		}
+		switch {
+		case bar != nil:
+			bar.Describe(fmt.Sprintf("loss %.4f margin %s kl %.3f %.0f tok/s", m.Loss, fmtOpt(m.Margin), m.KL, m.TokensPerS))
+			_ = bar.Set(m.Step)
+		case !f.asJSON:
+			fmt.Fprintf(stderr, "step %d  loss %.4f  chosen %s  rejected %s  margin %s  kl %.4f  %.0f tok/s\n",
+				m.Step, m.Loss, fmtOpt(m.RewardsChosen), fmtOpt(m.RewardsRejected), fmtOpt(m.Margin), m.KL, m.TokensPerS)
+		}
+		if m.Eval != nil && !f.asJSON {
+			if bar != nil {
+				_ = bar.Clear()
+			}
+			fmt.Fprintf(stderr, "eval @ step %d  loss %.4f  margin %s  kl %.4f\n", m.Step, m.Eval.Loss, fmtOpt(m.Eval.Margin), m.Eval.KL)
+		}
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	sum, err := train.Run(ctx, o)
+	if bar != nil {
+		_ = bar.Finish()
+	}
+	if err != nil {
+		if errors.Is(err, train.ErrBadOption) {
+			return usageError{fmt.Errorf("train: %w", err)}
+		}
+		return fmt.Errorf("train: %w", err)
+	}
+	if emitErr != nil {
+		return emitErr
+	}
+	if err := emit(map[string]any{"summary": sum}); err != nil {
+		return err
+	}
+	if !f.asJSON {
+		printTrainSummary(stdout, sum)
+	}
+	if sum.Interrupted {
+		return fmt.Errorf("train: interrupted after step %d", sum.Steps)
+	}
+	return nil
+}
+
+// isTerminal reports whether w is a terminal (for the progress bar).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// fmtOpt formats a metric that may be absent (no example of that label in the batch).
+func fmtOpt(v *float64) string {
+	if v == nil {
+		return "-"
+	}
+	return strconv.FormatFloat(*v, 'f', 4, 64)
+}
+
+func printTrainSummary(w io.Writer, s train.Summary) {
+	tw := tablewriter.NewWriter(w)
+	tw.Header("train", "")
+	f := func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) }
+	rows := [][]string{
+		{"steps", fmt.Sprintf("%d (from %d)", s.Steps, s.StartStep)},
+		{"epochs", f(s.Epochs)},
+		{"final loss", f(s.FinalLoss)},
+		{"tokens/s (mean)", strconv.FormatFloat(s.MeanTokensPerS, 'f', 0, 64)},
+		{"train time", fmt.Sprintf("%.1f s", s.TrainSeconds)},
+		{"model", fmt.Sprintf("%d layers, d=%d, %d heads / %d KV, vocab %d, %d parameters",
+			s.Model.NumHiddenLayers, s.Model.HiddenSize, s.Model.NumAttentionHeads, s.Model.NumKeyValueHeads,
+			s.Model.VocabSize, s.Parameters)},
+		{"loss", fmt.Sprintf("%s, β=%g, weights %g/%g", s.Loss.Type, s.Loss.Beta, s.Loss.DesirableWeight, s.Loss.UndesirableWeight)},
+		{"learning rate", f(s.LearningRate)},
+		{"backend", s.Backend},
+		{"reference", string(s.Ref)},
+	}
+	if s.Eval != nil {
+		rows = append(rows,
+			[]string{"eval loss", f(s.Eval.Loss)},
+			[]string{"eval rewards chosen/rejected", fmtOpt(s.Eval.RewardsChosen) + " / " + fmtOpt(s.Eval.RewardsRejected)},
+			[]string{"eval margin", fmtOpt(s.Eval.Margin)},
+			[]string{"eval kl", f(s.Eval.KL)})
+	}
+	if s.CheckpointDir != "" {
+		rows = append(rows, []string{"checkpoints", s.CheckpointDir})
+	}
+	for _, r := range rows {
+		_ = tw.Append(r)
+	}
+	_ = tw.Render()
+}

@@ -1,0 +1,272 @@
+package export
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// FormatVersion is the manifest's format_version. Bump it when a field changes meaning.
+const FormatVersion = 1
+
+// ToolName is the manifest's tool.
+const ToolName = "ktoloader"
+
+// Manifest is OUT/manifest.json: everything a trainer or a later reader needs to know about
+// a finished run, and nothing that varies between identical runs (no timestamps, host
+// names, worker counts or absolute paths). Field order here is the order in the file; maps
+// are written with sorted keys.
+type Manifest struct {
+	FormatVersion int    `json:"format_version"`
+	Tool          string `json:"tool"`
+	// Config holds the prep flags that shape the output, all but --workers, keyed by flag
+	// name with '-' as '_' ("max_len", "kto_batch_size", "sft_loss", "seed", …). Verify reads
+	// max_len, kto_batch_size and sft_loss from it.
+	Config    map[string]any `json:"config"`
+	Inputs    []Input        `json:"inputs"`
+	Tokenizer TokenizerInfo  `json:"tokenizer"`
+	Counts    Counts         `json:"counts"`
+	Tokens    TokenStats     `json:"tokens"`
+	Packing   PackingInfo    `json:"packing"`
+	KTO       KTOInfo        `json:"kto"`
+	Files     []FileInfo     `json:"files"`
+}
+
+// Input is one input file, named as given on the command line ("-" for stdin, "(embedded
+// sample)" for the built-in one).
+type Input struct {
+	Name   string `json:"name"`
+	SHA256 string `json:"sha256"`
+	Bytes  int64  `json:"bytes"`
+}
+
+// TokenizerInfo says which tokenizer made the ids. Name is as given (a path as typed, a
+// repository id); Demo marks the small fallback tokenizer, whose shards are not Mistral's.
+type TokenizerInfo struct {
+	Name      string `json:"name"`
+	Kind      string `json:"kind"` // sentencepiece, tokenizer.json, …
+	SHA256    string `json:"sha256"`
+	Demo      bool   `json:"demo"`
+	VocabSize int    `json:"vocab_size"`
+}
+
+// Counts account for every input row: Read = Written + Rejected, and Reasons sum to
+// Rejected.
+type Counts struct {
+	Read     int64            `json:"read"`
+	Written  int64            `json:"written"`
+	Rejected int64            `json:"rejected"`
+	Reasons  map[string]int64 `json:"reasons"`
+	// Splits holds, per split, the examples in its kto/ shards (desirable ones are also its
+	// sft/ sequences). Examples that --drop-last leaves out of the last KTO batch are
+	// written rows but in no split: they are counted in KTO.Splits[…].Dropped, so that
+	// the sum of Splits' examples plus the dropped ones is Written.
+	Splits map[string]SplitCounts `json:"splits"`
+	// Notes counts written rows that were changed on the way (repaired_tool_call_ids,
+	// assistant_text_with_tools, truncated, …).
+	Notes map[string]int64 `json:"notes,omitempty"`
+}
+
+// SplitCounts are one split's examples by label and by behavior.
+type SplitCounts struct {
+	Examples    int64                  `json:"examples"`
+	Desirable   int64                  `json:"desirable"`
+	Undesirable int64                  `json:"undesirable"`
+	Behaviors   map[string]LabelCounts `json:"behaviors"`
+}
+
+// LabelCounts split a count by label.
+type LabelCounts struct {
+	Desirable   int64 `json:"desirable"`
+	Undesirable int64 `json:"undesirable"`
+}
+
+// TokenStats describe example lengths in tokens.
+type TokenStats struct {
+	Prompt     Dist `json:"prompt"`
+	Completion Dist `json:"completion"`
+	Total      Dist `json:"total"`
+}
+
+// Dist summarizes a distribution of lengths. Percentiles are nearest-rank.
+type Dist struct {
+	Count int64   `json:"count"`
+	Min   int64   `json:"min"`
+	Mean  float64 `json:"mean"`
+	P50   int64   `json:"p50"`
+	P95   int64   `json:"p95"`
+	Max   int64   `json:"max"`
+}
+
+// Summarize returns the Dist of xs (which it sorts in place). The mean is rounded to
+// 1/1000 so that it prints the same everywhere.
+func Summarize(xs []int) Dist {
+	if len(xs) == 0 {
+		return Dist{}
+	}
+	slices.Sort(xs)
+	var sum float64
+	for _, x := range xs {
+		sum += float64(x)
+	}
+	rank := func(p float64) int64 { // nearest rank: the smallest x with ≥ p of the data at or below it
+		i := int(math.Ceil(p*float64(len(xs)))) - 1
+		return int64(xs[max(i, 0)])
+	}
+	return Dist{
+		Count: int64(len(xs)),
+		Min:   int64(xs[0]),
+		Mean:  math.Round(sum/float64(len(xs))*1000) / 1000,
+		P50:   rank(0.50),
+		P95:   rank(0.95),
+		Max:   int64(xs[len(xs)-1]),
+	}
+}
+
+// PackingInfo describes kto_packed/ and sft/ per split.
+type PackingInfo struct {
+	MaxLen    int                 `json:"max_len"`
+	KTOPacked map[string]PackInfo `json:"kto_packed"`
+	SFT       map[string]PackInfo `json:"sft"`
+}
+
+// PackInfo describes one split of a packed kind: Fill is Tokens / (Rows × MaxLen).
+type PackInfo struct {
+	Rows      int64   `json:"rows"`
+	Sequences int64   `json:"sequences"`
+	Tokens    int64   `json:"tokens"`
+	Fill      float64 `json:"fill_ratio"`
+}
+
+// KTOInfo describes the KTO batches: the batch size and TRL loss weights suggested for the
+// train split's label balance, and per split how batching came out.
+type KTOInfo struct {
+	BatchSize         int                  `json:"batch_size"`
+	DesirableWeight   float64              `json:"desirable_weight"`
+	UndesirableWeight float64              `json:"undesirable_weight"`
+	Splits            map[string]BatchInfo `json:"splits"`
+}
+
+// BatchInfo is one split's KTO batching, as kto.BatchStats reports it.
+type BatchInfo struct {
+	Examples    int64 `json:"examples"` // rows in kto/ for the split: Counts.Splits[…].Examples
+	Desirable   int64 `json:"desirable"`
+	Undesirable int64 `json:"undesirable"`
+	Batches     int64 `json:"batches"`
+	LastBatch   int64 `json:"last_batch"`
+	Dropped     int64 `json:"dropped"` // examples left out of the last, partial batch
+	// The leftover imbalance: batches holding no desirable (no undesirable) example.
+	NoDesirable   int64 `json:"batches_without_desirable"`
+	NoUndesirable int64 `json:"batches_without_undesirable"`
+	KLTruncated   int64 `json:"kl_truncated"`
+}
+
+// NewManifest returns a manifest with the constant fields set and the maps made, so that
+// empty maps print as {} rather than null.
+func NewManifest() *Manifest {
+	return &Manifest{
+		FormatVersion: FormatVersion,
+		Tool:          ToolName,
+		Config:        map[string]any{},
+		Inputs:        []Input{},
+		Counts:        Counts{Reasons: map[string]int64{}, Splits: map[string]SplitCounts{}},
+		Packing:       PackingInfo{KTOPacked: map[string]PackInfo{}, SFT: map[string]PackInfo{}},
+		KTO:           KTOInfo{Splits: map[string]BatchInfo{}},
+		Files:         []FileInfo{},
+	}
+}
+
+// Marshal returns the manifest as written: 2-space indent, sorted map keys, files sorted by
+// path, a trailing newline. It refuses absolute or backslashed file paths, which would make
+// the directory unmovable and the bytes host-dependent.
+func (m *Manifest) Marshal() ([]byte, error) {
+	c := *m
+	c.Files = slices.Clone(m.Files)
+	slices.SortFunc(c.Files, func(a, b FileInfo) int { return strings.Compare(a.Path, b.Path) })
+	for _, f := range c.Files {
+		if !localPath(f.Path) {
+			return nil, fmt.Errorf("%w: file path %q is not relative with forward slashes", ErrBadManifest, f.Path)
+		}
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetIndent("", "  ")
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(&c); err != nil { // Encode ends with the newline
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteManifest writes dir/manifest.json atomically. Write it last: its presence is what
+// makes dir a finished run.
+func WriteManifest(dir string, m *Manifest) error {
+	data, err := m.Marshal()
+	if err != nil {
+		return err
+	}
+	return WriteFileAtomic(filepath.Join(dir, ManifestName), data)
+}
+
+// ReadManifest reads dir/manifest.json: ErrNoManifest when absent, ErrBadManifest when it
+// is not a manifest.
+func ReadManifest(dir string) (*Manifest, error) {
+	p := filepath.Join(dir, ManifestName)
+	data, err := os.ReadFile(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("%s: %w", dir, ErrNoManifest)
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m Manifest
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber() // config values keep their digits
+	if err := dec.Decode(&m); err != nil {
+		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: %v", ErrBadManifest, err)}
+	}
+	if m.Tool != ToolName || m.FormatVersion < 1 {
+		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: tool %q, format_version %d", ErrBadManifest, m.Tool, m.FormatVersion)}
+	}
+	if m.FormatVersion > FormatVersion {
+		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: format_version %d is newer than this ktoloader's %d", ErrBadManifest, m.FormatVersion, FormatVersion)}
+	}
+	return &m, nil
+}
+
+// ConfigInt reads an integer from Config, as written by prep or read back by ReadManifest.
+func (m *Manifest) ConfigInt(key string) (int64, bool) {
+	switch v := m.Config[key].(type) {
+	case json.Number:
+		n, err := v.Int64()
+		return n, err == nil
+	case int:
+		return int64(v), true
+	case int64:
+		return v, true
+	case float64:
+		if v == math.Trunc(v) {
+			return int64(v), true
+		}
+	}
+	return 0, false
+}
+
+// ConfigString reads a string from Config.
+func (m *Manifest) ConfigString(key string) (string, bool) {
+	s, ok := m.Config[key].(string)
+	return s, ok
+}
+
+// localPath reports whether p is a relative, slash-separated path that stays inside the
+// directory.
+func localPath(p string) bool {
+	return p != "" && !strings.Contains(p, `\`) && filepath.IsLocal(filepath.FromSlash(p)) && !strings.HasPrefix(p, "/")
+}

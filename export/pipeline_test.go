@@ -1,0 +1,94 @@
+package export
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/tokenize"
+)
+
+// TestVerifyKTOPipeline writes what package kto's batcher and packers make of random
+// examples and verifies it: the packer and the verifier were written separately from
+// DESIGN.md, so agreement here checks both. Lengths are drawn so that some KL sequences
+// must be cut to fit (prompt_i + completion_{i−1} > MaxLen).
+func TestVerifyKTOPipeline(t *testing.T) {
+	for _, dropLast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dropLast=%v", dropLast), func(t *testing.T) {
+			cfg := kto.Config{BatchSize: 4, MaxLen: 48, Seed: 7, DropLast: dropLast}
+			rng := rand.New(rand.NewPCG(1, 2))
+			var exs []tokenize.Example
+			for i := 0; i < 39; i++ {
+				p := 2 + rng.IntN(30)
+				c := 1 + rng.IntN(cfg.MaxLen-p)
+				ex := tokenize.Example{Label: rng.IntN(3) > 0, Behavior: []string{"a", "b", "c"}[i%3], Source: fmt.Sprintf("in.jsonl:%d", i+1)}
+				ex.PromptIDs = append(ex.PromptIDs, 1)
+				for k := 1; k < p; k++ {
+					ex.PromptIDs = append(ex.PromptIDs, int32(3+rng.IntN(1000)))
+				}
+				for k := 0; k < c; k++ {
+					ex.CompletionIDs = append(ex.CompletionIDs, int32(3+rng.IntN(1000)))
+				}
+				ex.CompletionIDs[c-1] = 2
+				exs = append(exs, ex)
+			}
+			rows, bst, err := kto.Batches(exs, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			packed, pst, err := kto.PackKTO(rows, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// sft/ holds the desirable examples that made it into kto/ (all but --drop-last's).
+			batched := make([]tokenize.Example, len(rows))
+			for i, r := range rows {
+				batched[i] = tokenize.Example{PromptIDs: r.PromptIDs, CompletionIDs: r.CompletionIDs, Label: r.Label, Source: r.Source}
+			}
+			sft, sst, err := kto.PackSFT(batched, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if bst.KLTruncated == 0 {
+				t.Log("no KL sequence was cut; the lengths no longer exercise that case")
+			}
+
+			dir := t.TempDir()
+			m := NewManifest()
+			m.Config = map[string]any{"max_len": cfg.MaxLen, "kto_batch_size": cfg.BatchSize, "sft_loss": "completion", "drop_last": dropLast}
+			m.Packing.MaxLen = cfg.MaxLen
+			m.KTO.BatchSize = cfg.BatchSize
+			sc := SplitCounts{Behaviors: map[string]LabelCounts{}}
+			for _, ex := range rows {
+				sc.Examples++
+				lc := sc.Behaviors[ex.Behavior]
+				if ex.Label {
+					sc.Desirable++
+					lc.Desirable++
+				} else {
+					sc.Undesirable++
+					lc.Undesirable++
+				}
+				sc.Behaviors[ex.Behavior] = lc
+			}
+			m.Counts.Read, m.Counts.Written = int64(len(exs)), int64(len(exs))
+			m.Counts.Splits["train"] = sc
+			m.KTO.Splits["train"] = BatchInfo{
+				Examples: int64(bst.Examples), Desirable: int64(bst.Desirable), Undesirable: int64(bst.Undesirable),
+				Batches: int64(bst.Batches), LastBatch: int64(bst.LastBatch), Dropped: int64(bst.Dropped),
+				NoDesirable: int64(bst.NoDesirable), NoUndesirable: int64(bst.NoUndesirable), KLTruncated: int64(bst.KLTruncated),
+			}
+			m.Packing.KTOPacked["train"] = PackInfo{Rows: int64(pst.Rows), Sequences: int64(pst.Sequences), Tokens: pst.Tokens, Fill: pst.Fill}
+			m.Packing.SFT["train"] = PackInfo{Rows: int64(sst.Rows), Sequences: int64(sst.Sequences), Tokens: sst.Tokens, Fill: sst.Fill}
+			opt := WriterOptions{ShardRows: 5}
+			m.Files = append(m.Files, writeShards(t, dir, KindKTO, "train", opt, rows)...)
+			m.Files = append(m.Files, writeShards(t, dir, KindKTOPacked, "train", opt, packed)...)
+			m.Files = append(m.Files, writeShards(t, dir, KindSFT, "train", opt, sft)...)
+			if err := WriteManifest(dir, m); err != nil {
+				t.Fatal(err)
+			}
+			verifyOK(t, dir)
+		})
+	}
+}

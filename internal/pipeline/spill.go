@@ -1,0 +1,186 @@
+package pipeline
+
+import (
+	"bufio"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+
+	"github.com/ktoloader/ktoloader/tokenize"
+)
+
+// spill holds tokenized examples on disk between the two passes of prep: pass one appends
+// each example once, in input order; pass two fetches them by index in training order. Only
+// the offsets stay in memory (8 bytes an example), so the data set's size is bounded by the
+// disk, not by RAM. The file lives in the output directory under a temporary name and is
+// removed at the end.
+type spill struct {
+	f    *os.File
+	w    *bufio.Writer
+	off  []int64 // start of example i; off[len] is the end
+	size int64
+	buf  []byte
+}
+
+func newSpill(dir string) (*spill, error) {
+	f, err := os.CreateTemp(dir, ".tmp-spill-*")
+	if err != nil {
+		return nil, err
+	}
+	return &spill{f: f, w: bufio.NewWriterSize(f, 1<<20), off: []int64{0}}, nil
+}
+
+// Len is the number of examples appended.
+func (s *spill) Len() int { return len(s.off) - 1 }
+
+func putU(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
+
+func putStr(b []byte, v string) []byte {
+	b = putU(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+func putIDs(b []byte, ids []int32) []byte {
+	b = putU(b, uint64(len(ids)))
+	for _, id := range ids {
+		b = binary.LittleEndian.AppendUint32(b, uint32(id))
+	}
+	return b
+}
+
+// Append writes one example and returns its index.
+func (s *spill) Append(ex *tokenize.Example) (int, error) {
+	b := s.buf[:0]
+	b = putIDs(b, ex.PromptIDs)
+	b = putIDs(b, ex.CompletionIDs)
+	b = putU(b, uint64(len(ex.PromptAssistant)))
+	for _, m := range ex.PromptAssistant {
+		if m {
+			b = append(b, 1)
+		} else {
+			b = append(b, 0)
+		}
+	}
+	b = putStr(b, ex.Prompt)
+	b = putStr(b, ex.Completion)
+	flags := byte(0)
+	if ex.Label {
+		flags |= 1
+	}
+	if ex.TextWithTools {
+		flags |= 2
+	}
+	b = append(b, flags)
+	b = putStr(b, ex.Behavior)
+	b = putStr(b, ex.Source)
+	b = putU(b, uint64(ex.RepairedIDs))
+	s.buf = b
+	if _, err := s.w.Write(b); err != nil {
+		return 0, err
+	}
+	s.size += int64(len(b))
+	s.off = append(s.off, s.size)
+	return s.Len() - 1, nil
+}
+
+// Finish flushes the writes so Get can read.
+func (s *spill) Finish() error { return s.w.Flush() }
+
+var errCorruptSpill = errors.New("spill file corrupt")
+
+// Get reads example i back.
+func (s *spill) Get(i int) (tokenize.Example, error) {
+	n := s.off[i+1] - s.off[i]
+	if int64(cap(s.buf)) < n {
+		s.buf = make([]byte, n)
+	}
+	b := s.buf[:n]
+	if _, err := s.f.ReadAt(b, s.off[i]); err != nil && err != io.EOF {
+		return tokenize.Example{}, err
+	}
+	d := decoder{b: b}
+	var ex tokenize.Example
+	ex.PromptIDs = d.ids()
+	ex.CompletionIDs = d.ids()
+	if m := d.u(); m > 0 && d.err == nil && m <= uint64(len(d.b)) {
+		ex.PromptAssistant = make([]bool, m)
+		for k := range ex.PromptAssistant {
+			ex.PromptAssistant[k] = d.b[k] == 1
+		}
+		d.b = d.b[m:]
+	}
+	ex.Prompt = d.str()
+	ex.Completion = d.str()
+	flags := d.byte()
+	ex.Label, ex.TextWithTools = flags&1 != 0, flags&2 != 0
+	ex.Behavior = d.str()
+	ex.Source = d.str()
+	ex.RepairedIDs = int(d.u())
+	if d.err != nil {
+		return ex, fmt.Errorf("example %d: %w", i, d.err)
+	}
+	return ex, nil
+}
+
+// Close removes the file.
+func (s *spill) Close() error {
+	name := s.f.Name()
+	err := s.f.Close()
+	if rerr := os.Remove(name); err == nil && !errors.Is(rerr, os.ErrNotExist) {
+		err = rerr
+	}
+	return err
+}
+
+type decoder struct {
+	b   []byte
+	err error
+}
+
+func (d *decoder) u() uint64 {
+	v, n := binary.Uvarint(d.b)
+	if n <= 0 {
+		d.err = errCorruptSpill
+		return 0
+	}
+	d.b = d.b[n:]
+	return v
+}
+
+func (d *decoder) byte() byte {
+	if len(d.b) == 0 {
+		d.err = errCorruptSpill
+		return 0
+	}
+	c := d.b[0]
+	d.b = d.b[1:]
+	return c
+}
+
+func (d *decoder) str() string {
+	n := d.u()
+	if d.err != nil || n > uint64(len(d.b)) {
+		d.err = errCorruptSpill
+		return ""
+	}
+	s := string(d.b[:n])
+	d.b = d.b[n:]
+	return s
+}
+
+func (d *decoder) ids() []int32 {
+	n := d.u()
+	if d.err != nil || n > math.MaxInt32 || 4*n > uint64(len(d.b)) {
+		d.err = errCorruptSpill
+		return nil
+	}
+	ids := make([]int32, n)
+	for i := range ids {
+		ids[i] = int32(binary.LittleEndian.Uint32(d.b[4*i:]))
+	}
+	d.b = d.b[4*n:]
+	return ids
+}

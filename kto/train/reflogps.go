@@ -1,0 +1,283 @@
+package train
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/parquet-go/parquet-go"
+)
+
+// RefMode says where the reference model's log-probs come from.
+type RefMode string
+
+const (
+	// RefPrecomputed runs the frozen initial model once over each split before training and
+	// caches the results in DATA/ref_logps/{split}.parquet (TRL's precompute_ref_log_probs).
+	RefPrecomputed RefMode = "precomputed"
+	// RefOnTheFly keeps a frozen copy of the initial weights and runs it every step.
+	RefOnTheFly RefMode = "on-the-fly"
+)
+
+// RefDir is the directory, beside kto_packed/, holding cached reference log-probs.
+const RefDir = "ref_logps"
+
+// refInitScheme names how InitVariables draws weights; it is part of the cache key, so a
+// change of scheme invalidates cached reference log-probs.
+const refInitScheme = "normal(initializer_range)/pcg(seed,fnv64a(scope))/v1"
+
+// RefRow is one row of ref_logps/{split}.parquet: the reference model's summed completion
+// log-prob for one sequence, keyed like the packed rows.
+type RefRow struct {
+	BatchIndex     int64   `parquet:"batch_index"`
+	SegmentExample int32   `parquet:"segment_example"`
+	KL             bool    `parquet:"kl"`
+	LogP           float64 `parquet:"logp"`
+}
+
+type refKey struct {
+	batch   int64
+	example int32
+	kl      bool
+}
+
+// RefLogProbs maps (batch_index, segment_example, kl) to the reference log-prob.
+type RefLogProbs map[refKey]float64
+
+// fill writes the batch's reference values into ref and refKL ([BatchSize]).
+func (r RefLogProbs) fill(b *Batch, ref, refKL []float32) error {
+	for e := range b.Present {
+		ref[e], refKL[e] = 0, 0
+		for _, kl := range []bool{false, true} {
+			present, dst := b.Present, ref
+			if kl {
+				present, dst = b.KLPresent, refKL
+			}
+			if present[e] == 0 {
+				continue
+			}
+			v, ok := r[refKey{b.Index, int32(e), kl}]
+			if !ok {
+				return fmt.Errorf("%w: no reference log-prob for batch %d example %d kl=%v", ErrStaleRef, b.Index, e, kl)
+			}
+			dst[e] = float32(v)
+		}
+	}
+	return nil
+}
+
+// add records the log-probs computed for a batch.
+func (r RefLogProbs) add(b *Batch, logp, logpKL []float32) {
+	for e := range b.Present {
+		if b.Present[e] != 0 {
+			r[refKey{b.Index, int32(e), false}] = float64(logp[e])
+		}
+		if b.KLPresent[e] != 0 {
+			r[refKey{b.Index, int32(e), true}] = float64(logpKL[e])
+		}
+	}
+}
+
+// rows returns the store as sorted rows.
+func (r RefLogProbs) rows() []RefRow {
+	out := make([]RefRow, 0, len(r))
+	for k, v := range r {
+		out = append(out, RefRow{BatchIndex: k.batch, SegmentExample: k.example, KL: k.kl, LogP: v})
+	}
+	slices.SortFunc(out, func(a, b RefRow) int {
+		switch {
+		case a.BatchIndex != b.BatchIndex:
+			return cmpInt(a.BatchIndex, b.BatchIndex)
+		case a.SegmentExample != b.SegmentExample:
+			return cmpInt(a.SegmentExample, b.SegmentExample)
+		case a.KL != b.KL:
+			if a.KL {
+				return 1
+			}
+			return -1
+		}
+		return 0
+	})
+	return out
+}
+
+func cmpInt[T int32 | int64](a, b T) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// ErrStaleRef marks reference log-probs that do not cover the data.
+var ErrStaleRef = errors.New("reference log-probs do not match the data")
+
+// refSidecar is ref_logps/{split}.json: what the cached log-probs were computed from. A
+// cache is reused only when everything but Rows and ParquetSHA256 matches, and the Parquet
+// file's hash is ParquetSHA256.
+type refSidecar struct {
+	Split          Split        `json:"split"`
+	ManifestSHA256 string       `json:"manifest_sha256"`
+	Shards         []shardStamp `json:"shards"`
+	Model          ModelConfig  `json:"model"`
+	Seed           uint64       `json:"seed"`
+	Init           string       `json:"init"`
+	MaxLen         int          `json:"max_len"`
+	BatchSize      int          `json:"batch_size"`
+	Rows           int          `json:"rows"`
+	ParquetSHA256  string       `json:"parquet_sha256"`
+}
+
+// shardStamp identifies a shard cheaply (the manifest, when present, holds their hashes).
+type shardStamp struct {
+	Name string `json:"name"`
+	Size int64  `json:"size"`
+}
+
+func stampShards(files []string) ([]shardStamp, error) {
+	out := make([]shardStamp, len(files))
+	for i, f := range files {
+		st, err := os.Stat(f)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = shardStamp{Name: filepath.Base(f), Size: st.Size()}
+	}
+	return out, nil
+}
+
+func (s refSidecar) sameInputs(o refSidecar) bool {
+	a, b := s, o
+	a.Rows, a.ParquetSHA256, b.Rows, b.ParquetSHA256 = 0, "", 0, ""
+	aj, _ := json.Marshal(a)
+	bj, _ := json.Marshal(b)
+	return string(aj) == string(bj)
+}
+
+func refPaths(dataDir string, split Split) (parquetPath, sidecarPath string) {
+	dir := filepath.Join(dataDir, RefDir)
+	return filepath.Join(dir, string(split)+".parquet"), filepath.Join(dir, string(split)+".json")
+}
+
+func fileSHA256(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
+}
+
+// loadRefCache returns the cached log-probs when the sidecar matches want, or nil.
+func loadRefCache(dataDir string, want refSidecar) (RefLogProbs, error) {
+	pqPath, scPath := refPaths(dataDir, want.Split)
+	data, err := os.ReadFile(scPath)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var have refSidecar
+	if json.Unmarshal(data, &have) != nil || !have.sameInputs(want) {
+		return nil, nil
+	}
+	sum, err := fileSHA256(pqPath)
+	if err != nil || sum != have.ParquetSHA256 {
+		return nil, nil //nolint:nilerr // a missing or changed cache is recomputed, not an error
+	}
+	f, err := os.Open(pqPath)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	pf, err := parquet.OpenFile(f, st.Size())
+	if err != nil {
+		return nil, nil //nolint:nilerr // recompute
+	}
+	var rows []RefRow
+	if perr := catchPanic(func() {
+		r := parquet.NewGenericReader[RefRow](pf)
+		defer r.Close()
+		rows = make([]RefRow, r.NumRows())
+		n, rerr := r.Read(rows)
+		if rerr != nil && rerr != io.EOF {
+			panic(rerr)
+		}
+		rows = rows[:n]
+	}); perr != nil || len(rows) != have.Rows {
+		return nil, nil //nolint:nilerr // recompute
+	}
+	out := make(RefLogProbs, len(rows))
+	for _, r := range rows {
+		out[refKey{r.BatchIndex, r.SegmentExample, r.KL}] = r.LogP
+	}
+	return out, nil
+}
+
+// writeAtomic writes a file via a temporary name in the same directory, synced, then renamed:
+// a crash never leaves a file that looks finished.
+func writeAtomic(path string, write func(w io.Writer) error) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := write(tmp); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// saveRefCache writes the Parquet file, then the sidecar naming its hash.
+func saveRefCache(dataDir string, sc refSidecar, logps RefLogProbs) error {
+	pqPath, scPath := refPaths(dataDir, sc.Split)
+	if err := os.MkdirAll(filepath.Dir(pqPath), 0o755); err != nil {
+		return err
+	}
+	rows := logps.rows()
+	err := writeAtomic(pqPath, func(w io.Writer) error {
+		pw := parquet.NewGenericWriter[RefRow](w)
+		if _, err := pw.Write(rows); err != nil {
+			return err
+		}
+		return pw.Close()
+	})
+	if err != nil {
+		return err
+	}
+	sum, err := fileSHA256(pqPath)
+	if err != nil {
+		return err
+	}
+	sc.Rows, sc.ParquetSHA256 = len(rows), sum
+	return writeAtomic(scPath, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(sc)
+	})
+}

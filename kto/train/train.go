@@ -1,0 +1,860 @@
+// Package train trains a Mistral-architecture decoder with TRL's KTO loss on the packed
+// shards that prep writes (kto_packed/), using GomlX on the pure-Go CPU backend by default
+// and XLA/PJRT (CUDA) when built with -tags xla and asked for.
+//
+// Layout, after gomlx/examples/imdb: the model in model.go (ModelConfig.TokenLogProbs), the
+// loss in loss.go (LossConfig.Build, TRL's kto_loss), the shards in dataset.go
+// (BatchReader), reference log-probs in reflogps.go, and the loop here (Run).
+//
+// One optimizer step sees one KTO batch (or GradAccum of them): all its rows go through the
+// model once; per-token log-probs of completion tokens are summed per example with a
+// one-hot contraction (targets and their KL pairs in separate slots); the loss compares
+// them with the reference model's. The loop is written out rather than using GomlX's
+// train.Trainer because a step needs inputs the Trainer's (inputs, labels) → loss contract
+// does not carry well (reference log-probs, per-example masks), global-norm gradient
+// clipping and an LR schedule set from the host.
+package train
+
+import (
+	stdcontext "context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/gomlx/gomlx/backends"
+	"github.com/gomlx/gomlx/backends/simplego"
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/gomlx/gomlx/pkg/ml/context/checkpoints"
+	"github.com/gomlx/gomlx/pkg/ml/context/initializers"
+	"github.com/gomlx/gomlx/pkg/ml/train/optimizers"
+)
+
+// Training defaults. The optimizer ones are Hugging Face TrainingArguments' (AdamW, β =
+// (0.9, 0.999), ε = 1e-8, gradient clipping at norm 1, linear schedule, no weight decay).
+const (
+	// DefaultLearningRate is TRL KTOConfig's, meant for pretrained models.
+	DefaultLearningRate = 1e-6
+	// TinyLearningRate is the default for the tiny preset, which starts from random weights:
+	// at 1e-6 nothing visible would happen in a demo run.
+	TinyLearningRate    = 1e-3
+	DefaultClipGradNorm = 1.0
+	DefaultEpochs       = 1
+	DefaultSeed         = 42
+	// DefaultKeepCheckpoints is how many checkpoints the checkpoint directory keeps.
+	DefaultKeepCheckpoints = 3
+	adamBeta1              = 0.9
+	adamBeta2              = 0.999
+	adamEpsilon            = 1e-8
+	// clipEpsilon is torch.nn.utils.clip_grad_norm_'s: coef = max_norm / (norm + 1e-6).
+	clipEpsilon = 1e-6
+)
+
+// LR schedules, by Hugging Face's lr_scheduler_type names.
+const (
+	SchedulerLinear   = "linear"   // warmup from 0, then linear decay to 0 at the last step
+	SchedulerConstant = "constant" // warmup from 0, then constant
+)
+
+// Options configure Run. Zero fields take the defaults.
+type Options struct {
+	DataDir string
+	// Model is TinyPreset (default), a config.json path, or a directory holding config.json.
+	Model        string
+	Loss         LossConfig // zero weights: the manifest's suggestion, else 1
+	LearningRate float64
+	Scheduler    string
+	WarmupSteps  int
+	WeightDecay  float64
+	// ClipGradNorm clips the global gradient norm; negative disables (0 means the default 1).
+	ClipGradNorm float64
+	GradAccum    int
+	// Steps is the number of optimizer steps; 0 means Epochs passes over the train split.
+	Steps  int
+	Epochs int
+	Seed   uint64
+	// EvalEvery evaluates on the test split every so many steps (0: only at the end).
+	EvalEvery int
+	// NoEval skips evaluation altogether.
+	NoEval          bool
+	CheckpointDir   string
+	CheckpointEvery int
+	KeepCheckpoints int
+	// Resume continues from the latest checkpoint in CheckpointDir (fresh when empty).
+	Resume bool
+	// Backend is a GomlX backend config ("go", "xla:cuda", …); empty: $GOMLX_BACKEND, else "go".
+	Backend string
+	Ref     RefMode
+	// OnStart is told the first step (non-zero on resume) and the number of steps of the run;
+	// OnStep receives each optimizer step's metrics; OnStatus short progress messages.
+	OnStart  func(startStep, totalSteps int)
+	OnStep   func(StepMetrics)
+	OnStatus func(string)
+}
+
+// Metrics are the loss and TRL's logged KTO metrics over a step or an evaluation. The
+// rewards are nil when the batch had no example of that label (TRL omits them then).
+type Metrics struct {
+	Loss            float64  `json:"loss"`
+	RewardsChosen   *float64 `json:"rewards_chosen"`
+	RewardsRejected *float64 `json:"rewards_rejected"`
+	KL              float64  `json:"kl"`
+	Margin          *float64 `json:"margin"`
+}
+
+// StepMetrics is one line of `train --json` and of the --log JSONL file.
+type StepMetrics struct {
+	Step int `json:"step"`
+	Metrics
+	TokensPerS float64  `json:"tokens_per_s"`
+	Tokens     int      `json:"tokens"`
+	Epoch      float64  `json:"epoch"`
+	LR         float64  `json:"lr"`
+	GradNorm   float64  `json:"grad_norm"`
+	Eval       *Metrics `json:"eval,omitempty"`
+}
+
+// Summary describes a finished run.
+type Summary struct {
+	Steps          int         `json:"steps"`
+	StartStep      int         `json:"start_step"`
+	Epochs         float64     `json:"epochs"`
+	FinalLoss      float64     `json:"final_loss"`
+	MeanTokensPerS float64     `json:"mean_tokens_per_s"`
+	Tokens         int64       `json:"tokens"`
+	TrainSeconds   float64     `json:"train_seconds"`
+	Eval           *Metrics    `json:"eval,omitempty"`
+	Model          ModelConfig `json:"model"`
+	Parameters     int         `json:"parameters"`
+	Loss           LossConfig  `json:"loss_config"`
+	LearningRate   float64     `json:"learning_rate"`
+	Backend        string      `json:"backend"`
+	Ref            RefMode     `json:"ref"`
+	CheckpointDir  string      `json:"checkpoint_dir,omitempty"`
+	Interrupted    bool        `json:"interrupted,omitempty"`
+}
+
+// ErrCheckpoint marks a checkpoint directory that cannot be used as asked.
+var ErrCheckpoint = errors.New("checkpoint")
+
+// NewBackend creates a GomlX backend from a config string ("" → $GOMLX_BACKEND → "go").
+// Plain "go" becomes "go:ops_sequential": the default worker pool hung at 0% CPU on a
+// 2-core machine. Backends not compiled in (xla without -tags xla) are an error, not a panic.
+func NewBackend(config string) (b backends.Backend, err error) {
+	if config == "" {
+		config = os.Getenv(backends.ConfigEnvVar)
+	}
+	if config == "" || config == simplego.BackendName {
+		config = simplego.BackendName + ":ops_sequential"
+	}
+	// SimpleGo prints its parallelism setting on stdout, which belongs to --json output.
+	stdout := os.Stdout
+	os.Stdout = os.Stderr
+	defer func() { os.Stdout = stdout }()
+	if perr := catchPanic(func() { b, err = backends.NewWithConfig(config) }); perr != nil {
+		name, _, _ := strings.Cut(config, ":")
+		return nil, fmt.Errorf("%w: backend %q: %v (compiled in: %v; XLA needs `go build -tags xla`)",
+			ErrBadOption, name, perr, backends.List())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("backend %q: %w", config, err)
+	}
+	return b, nil
+}
+
+// runState is everything a run holds.
+type runState struct {
+	opts     Options
+	status   func(string)
+	backend  backends.Backend
+	shape    Shape
+	model    ModelConfig
+	loss     LossConfig
+	ctx      *context.Context
+	refCtx   *context.Context // frozen initial weights (on-the-fly mode)
+	ckpt     *checkpoints.Handler
+	lrVar    *context.Variable
+	optim    gradientOptimizer
+	trainEx  *context.Exec // apply the update
+	accumEx  *context.Exec // accumulate gradients only (GradAccum > 1)
+	evalEx   *context.Exec
+	refEx    *context.Exec
+	refTrain RefLogProbs
+	refTest  RefLogProbs
+	train    []string
+	test     []string
+	manifest Manifest
+}
+
+// gradientOptimizer is implemented by GomlX's Adam: an update from given gradients.
+type gradientOptimizer interface {
+	UpdateGraphWithGradients(ctx *context.Context, grads []*graph.Node, lossDType dtypes.DType)
+}
+
+// Run trains as opts says and returns a summary. Cancelling ctx stops after the current step
+// and still saves a checkpoint. GomlX reports graph errors by panicking; Run returns them.
+func Run(ctx stdcontext.Context, opts Options) (sum Summary, err error) {
+	if perr := catchPanic(func() { sum, err = run(ctx, opts) }); perr != nil {
+		err = perr
+	}
+	return sum, err
+}
+
+func run(stdctx stdcontext.Context, opts Options) (Summary, error) {
+	s := &runState{opts: opts, status: opts.OnStatus}
+	if s.status == nil {
+		s.status = func(string) {}
+	}
+	if err := s.setup(); err != nil {
+		return Summary{}, err
+	}
+	return s.loop(stdctx)
+}
+
+// setup resolves options, scans the data, builds the model, optimizer, checkpoints and
+// reference log-probs.
+func (s *runState) setup() error {
+	o := &s.opts
+	if o.DataDir == "" {
+		return fmt.Errorf("%w: no data directory", ErrBadOption)
+	}
+	if o.GradAccum == 0 {
+		o.GradAccum = 1
+	}
+	if o.Epochs == 0 {
+		o.Epochs = DefaultEpochs
+	}
+	if o.Seed == 0 {
+		o.Seed = DefaultSeed
+	}
+	if o.Ref == "" {
+		o.Ref = RefPrecomputed
+	}
+	if o.Scheduler == "" {
+		o.Scheduler = SchedulerLinear
+	}
+	if o.KeepCheckpoints == 0 {
+		o.KeepCheckpoints = DefaultKeepCheckpoints
+	}
+	if o.ClipGradNorm == 0 {
+		o.ClipGradNorm = DefaultClipGradNorm
+	}
+	switch {
+	case o.GradAccum < 0 || o.Steps < 0 || o.Epochs < 0 || o.WarmupSteps < 0 || o.EvalEvery < 0 || o.CheckpointEvery < 0:
+		return fmt.Errorf("%w: counts must not be negative", ErrBadOption)
+	case o.Ref != RefPrecomputed && o.Ref != RefOnTheFly:
+		return fmt.Errorf("%w: ref %q (want %q or %q)", ErrBadOption, o.Ref, RefPrecomputed, RefOnTheFly)
+	case o.Scheduler != SchedulerLinear && o.Scheduler != SchedulerConstant:
+		return fmt.Errorf("%w: scheduler %q (want %q or %q)", ErrBadOption, o.Scheduler, SchedulerLinear, SchedulerConstant)
+	case o.LearningRate < 0 || o.WeightDecay < 0:
+		return fmt.Errorf("%w: learning rate and weight decay must not be negative", ErrBadOption)
+	case o.Resume && o.CheckpointDir == "":
+		return fmt.Errorf("%w: --resume needs a checkpoint directory", ErrBadOption)
+	}
+
+	var err error
+	if s.manifest, err = ReadManifest(o.DataDir); err != nil {
+		return err
+	}
+	if s.train, err = ShardFiles(o.DataDir, SplitTrain); err != nil {
+		return err
+	}
+	s.status(fmt.Sprintf("scanning %d train shard(s)", len(s.train)))
+	trainStats, err := ScanSplit(s.train)
+	if err != nil {
+		return err
+	}
+	if trainStats.Batches == 0 {
+		return fmt.Errorf("%w: the train split has no rows", ErrNoShards)
+	}
+	stats := trainStats
+	if !o.NoEval {
+		if files, ferr := ShardFiles(o.DataDir, SplitTest); ferr == nil {
+			testStats, err := ScanSplit(files)
+			if err != nil {
+				return err
+			}
+			if testStats.Batches > 0 {
+				s.test = files
+				if testStats.MaxLen != trainStats.MaxLen {
+					return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
+				}
+				stats.MaxTokenID = max(stats.MaxTokenID, testStats.MaxTokenID)
+				stats.MaxExample = max(stats.MaxExample, testStats.MaxExample)
+			}
+		}
+	}
+	s.shape = Shape{MaxLen: s.manifest.MaxLen, BatchSize: s.manifest.BatchSize}
+	if s.shape.MaxLen == 0 {
+		s.shape.MaxLen = stats.MaxLen
+	}
+	if s.shape.MaxLen != stats.MaxLen {
+		return fmt.Errorf("%w: rows have %d tokens, the manifest says max_len %d", ErrBadRow, stats.MaxLen, s.shape.MaxLen)
+	}
+	if s.shape.BatchSize == 0 {
+		s.shape.BatchSize = int(stats.MaxExample) + 1
+	}
+
+	if err := s.resolveModel(int(stats.MaxTokenID)); err != nil {
+		return err
+	}
+	s.shape.VocabSize = s.model.VocabSize
+	if int(stats.MaxTokenID) >= s.model.VocabSize {
+		return fmt.Errorf("%w: token id %d in the data, vocab_size %d", ErrBadModelConfig, stats.MaxTokenID, s.model.VocabSize)
+	}
+	if err := s.model.checkRows(s.shape.MaxLen); err != nil {
+		return err
+	}
+
+	s.loss = o.Loss
+	if s.loss.DesirableWeight == 0 {
+		s.loss.DesirableWeight = s.manifest.DesirableWeight
+	}
+	if s.loss.UndesirableWeight == 0 {
+		s.loss.UndesirableWeight = s.manifest.UndesirableWeight
+	}
+	s.loss = s.loss.withDefaults()
+	if err := s.loss.Validate(); err != nil {
+		return err
+	}
+	if o.LearningRate == 0 {
+		o.LearningRate = DefaultLearningRate
+		if o.Model == "" || o.Model == TinyPreset {
+			o.LearningRate = TinyLearningRate
+		}
+	}
+
+	if s.backend, err = NewBackend(o.Backend); err != nil {
+		return err
+	}
+	installDotGeneralVJP()
+
+	s.ctx = context.New()
+	if o.CheckpointDir != "" {
+		if err := s.openCheckpoints(); err != nil {
+			return err
+		}
+	}
+	s.model.InitVariables(s.ctx, o.Seed)
+	s.lrVar = optimizers.LearningRateVar(s.ctx, dtypes.Float32, o.LearningRate)
+	s.optim = optimizers.Adam().LearningRate(o.LearningRate).Betas(adamBeta1, adamBeta2).
+		Epsilon(adamEpsilon).WeightDecay(o.WeightDecay).Done().(gradientOptimizer)
+
+	// The reference is the initial model, rebuilt from the seed: on resume the policy's
+	// weights have moved, and the same seed gives bit-identical initial weights.
+	s.refCtx = context.New()
+	s.model.InitVariables(s.refCtx, o.Seed)
+	for v := range s.refCtx.IterVariables() {
+		v.SetTrainable(false)
+	}
+	s.refEx, err = context.NewExec(s.backend, s.refCtx, s.forwardGraph)
+	if err != nil {
+		return err
+	}
+	s.trainEx, err = context.NewExec(s.backend, s.ctx, s.stepGraph(true))
+	if err != nil {
+		return err
+	}
+	if o.GradAccum > 1 {
+		if s.accumEx, err = context.NewExec(s.backend, s.ctx, s.stepGraph(false)); err != nil {
+			return err
+		}
+	}
+	if s.evalEx, err = context.NewExec(s.backend, s.ctx, s.evalGraph); err != nil {
+		return err
+	}
+	if o.Ref == RefPrecomputed {
+		if s.refTrain, err = s.referenceLogProbs(SplitTrain, s.train); err != nil {
+			return err
+		}
+		if s.test != nil {
+			if s.refTest, err = s.referenceLogProbs(SplitTest, s.test); err != nil {
+				return err
+			}
+		}
+		// The frozen weights are no longer needed.
+		s.refEx.Finalize()
+		s.refEx = nil
+		s.refCtx.Finalize()
+		s.refCtx = nil
+	}
+	return nil
+}
+
+// resolveModel picks the model config: the tiny preset sized to the vocabulary, or a
+// Hugging Face config.json.
+func (s *runState) resolveModel(maxTokenID int) error {
+	name := s.opts.Model
+	if name == "" || name == TinyPreset {
+		vocab := s.manifest.VocabSize
+		if vocab == 0 {
+			vocab = maxTokenID + 1
+		}
+		s.model = TinyConfig(vocab, s.shape.MaxLen)
+		return s.model.Validate()
+	}
+	path := name
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "config.json")
+	}
+	var err error
+	s.model, err = LoadModelConfig(path)
+	return err
+}
+
+// checkpointConfigFile, in the checkpoint directory, records what the checkpoints train.
+const checkpointConfigFile = "ktoloader_train.json"
+
+type checkpointConfig struct {
+	Model     ModelConfig `json:"model"`
+	Seed      uint64      `json:"seed"`
+	MaxLen    int         `json:"max_len"`
+	BatchSize int         `json:"batch_size"`
+}
+
+// openCheckpoints attaches the GomlX checkpoint handler, which loads the latest checkpoint
+// (if any) into variables as the model creates them.
+func (s *runState) openCheckpoints() error {
+	dir := s.opts.CheckpointDir
+	want := checkpointConfig{Model: s.model, Seed: s.opts.Seed, MaxLen: s.shape.MaxLen, BatchSize: s.shape.BatchSize}
+	cfgPath := filepath.Join(dir, checkpointConfigFile)
+	existing, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*.json"))
+	if len(existing) > 0 {
+		if !s.opts.Resume {
+			return fmt.Errorf("%w: %s already holds checkpoints: pass --resume to continue, or choose another directory", ErrCheckpoint, dir)
+		}
+		data, err := os.ReadFile(cfgPath)
+		if err != nil {
+			return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+		}
+		var have checkpointConfig
+		if err := json.Unmarshal(data, &have); err != nil {
+			return fmt.Errorf("%w: %s: %v", ErrCheckpoint, cfgPath, err)
+		}
+		hj, _ := json.Marshal(have)
+		wj, _ := json.Marshal(want)
+		if string(hj) != string(wj) {
+			return fmt.Errorf("%w: %s was written for another model, seed or data shape:\n have %s\n want %s", ErrCheckpoint, dir, hj, wj)
+		}
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	err := writeAtomic(cfgPath, func(w io.Writer) error {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(want)
+	})
+	if err != nil {
+		return err
+	}
+	s.ckpt, err = checkpoints.Build(s.ctx).Dir(dir).Keep(s.opts.KeepCheckpoints).ExcludeAllParams().Done()
+	if err != nil {
+		return fmt.Errorf("%w: %v", ErrCheckpoint, err)
+	}
+	if len(existing) > 0 {
+		s.status(fmt.Sprintf("resuming from %s", dir))
+	} else if s.opts.Resume {
+		s.status(fmt.Sprintf("no checkpoint in %s yet: starting from scratch", dir))
+	}
+	return nil
+}
+
+// Graph inputs, in order: six [R, T] int32 arrays, then five [B] float32 arrays.
+const (
+	inIDs = iota
+	inPositions
+	inSegments
+	inLabels
+	inTargetSlot
+	inKLSlot
+	inDesirable
+	inPresent
+	inKLPresent
+	inRef
+	inRefKL
+	numInputs
+)
+
+// forwardGraph returns the summed completion log-probs of targets and KL pairs, [B] each.
+func (s *runState) forwardGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	tokenLogp := s.model.TokenLogProbs(ctx, in[inIDs], in[inPositions], in[inSegments], in[inLabels])
+	return []*graph.Node{
+		perSlotSum(tokenLogp, in[inTargetSlot], s.shape.BatchSize),
+		perSlotSum(tokenLogp, in[inKLSlot], s.shape.BatchSize),
+	}
+}
+
+// lossGraph runs the policy and the loss.
+func (s *runState) lossGraph(ctx *context.Context, in []*graph.Node) LossOutputs {
+	logps := s.forwardGraph(ctx, in)
+	return s.loss.Build(LossInputs{
+		Policy: logps[0], Ref: in[inRef],
+		// TRL computes the policy's KL-pair log-probs under no_grad; z0 is detached anyway.
+		PolicyKL: graph.StopGradient(logps[1]), RefKL: in[inRefKL],
+		Desirable: in[inDesirable], Present: in[inPresent], KLPresent: in[inKLPresent],
+	})
+}
+
+func metricNodes(out LossOutputs) []*graph.Node {
+	return []*graph.Node{out.Loss, out.KL, out.ChosenRewardSum, out.ChosenCount, out.RejectedRewardSum, out.RejectedCount}
+}
+
+func (s *runState) evalGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	return metricNodes(s.lossGraph(ctx, in))
+}
+
+// accumulatorScope holds the gradient sums of GradAccum micro-batches.
+const accumulatorScope = "/grad_accum"
+
+// stepGraph builds a training step. With apply false it adds the gradients to
+// accumulators; with apply true it averages the accumulated and current gradients, clips
+// their global norm, applies AdamW and clears the accumulators. Outputs: the loss metrics
+// and the gradient norm before clipping (0 when not applying).
+func (s *runState) stepGraph(apply bool) func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	return func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+		g := in[0].Graph()
+		out := s.lossGraph(ctx, in)
+		grads := ctx.BuildTrainableVariablesGradientsGraph(out.Loss)
+		metrics := metricNodes(out)
+		accum := s.opts.GradAccum
+		if accum > 1 {
+			i := 0
+			for v := range ctx.IterVariables() {
+				if !v.Trainable || !v.InUseByGraph(g) {
+					continue
+				}
+				acc := ctx.Checked(false).InAbsPath(accumulatorScope+v.Scope()).
+					WithInitializer(initializers.Zero).VariableWithShape(v.Name(), v.Shape()).SetTrainable(false)
+				sum := graph.Add(acc.ValueGraph(g), grads[i])
+				if apply {
+					grads[i] = graph.MulScalar(sum, 1/float64(accum))
+					acc.SetValueGraph(graph.ZerosLike(sum))
+				} else {
+					acc.SetValueGraph(sum)
+				}
+				i++
+			}
+		}
+		if !apply {
+			return append(metrics, graph.ScalarZero(g, dtypes.Float32))
+		}
+		var sq *graph.Node
+		for _, gr := range grads {
+			t := graph.ReduceAllSum(graph.Square(gr))
+			if sq == nil {
+				sq = t
+			} else {
+				sq = graph.Add(sq, t)
+			}
+		}
+		norm := graph.Sqrt(sq)
+		if clip := s.opts.ClipGradNorm; clip > 0 {
+			coef := graph.MinScalar(graph.Div(graph.Scalar(g, dtypes.Float32, clip), graph.AddScalar(norm, clipEpsilon)), 1.0)
+			for i := range grads {
+				grads[i] = graph.Mul(grads[i], coef)
+			}
+		}
+		s.optim.UpdateGraphWithGradients(ctx, grads, out.Loss.DType())
+		return append(metrics, norm)
+	}
+}
+
+// batchArgs converts a batch to the graph inputs.
+func (s *runState) batchArgs(b *Batch, ref, refKL []float32) []any {
+	rt := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, b.Rows, s.shape.MaxLen) }
+	bt := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, s.shape.BatchSize) }
+	return []any{rt(b.InputIDs), rt(b.PositionIDs), rt(b.SegmentIDs), rt(b.Labels), rt(b.TargetSlot), rt(b.KLSlot),
+		bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL)}
+}
+
+// refForward runs the frozen reference on a batch.
+func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
+	zero := make([]float32, s.shape.BatchSize)
+	args := s.batchArgs(b, zero, zero)
+	outs, err := s.refEx.Exec(args...)
+	if err != nil {
+		return nil, nil, err
+	}
+	return tensors.MustCopyFlatData[float32](outs[0]), tensors.MustCopyFlatData[float32](outs[1]), nil
+}
+
+// referenceLogProbs loads the split's cached reference log-probs, or computes and caches
+// them. A cache that cannot be written (read-only data) is only reported.
+func (s *runState) referenceLogProbs(split Split, files []string) (RefLogProbs, error) {
+	stamps, err := stampShards(files)
+	if err != nil {
+		return nil, err
+	}
+	sc := refSidecar{Split: split, ManifestSHA256: s.manifest.SHA256, Shards: stamps, Model: s.model,
+		Seed: s.opts.Seed, Init: refInitScheme, MaxLen: s.shape.MaxLen, BatchSize: s.shape.BatchSize}
+	cached, err := loadRefCache(s.opts.DataDir, sc)
+	if err != nil {
+		return nil, err
+	}
+	if cached != nil {
+		s.status(fmt.Sprintf("reusing reference log-probs %s", filepath.Join(RefDir, string(split)+".parquet")))
+		return cached, nil
+	}
+	s.status(fmt.Sprintf("computing reference log-probs for %s", split))
+	out := RefLogProbs{}
+	br := NewBatchReader(files, s.shape)
+	defer br.Close()
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, err
+		}
+		logp, logpKL, err := s.refForward(b)
+		if err != nil {
+			return nil, err
+		}
+		out.add(b, logp, logpKL)
+	}
+	if err := saveRefCache(s.opts.DataDir, sc, out); err != nil {
+		s.status(fmt.Sprintf("could not cache reference log-probs: %v", err))
+	}
+	return out, nil
+}
+
+// batchRefs returns the batch's reference values, from the cache or the frozen model.
+func (s *runState) batchRefs(b *Batch, store RefLogProbs) (ref, refKL []float32, err error) {
+	if s.opts.Ref == RefOnTheFly {
+		return s.refForward(b)
+	}
+	ref, refKL = make([]float32, s.shape.BatchSize), make([]float32, s.shape.BatchSize)
+	return ref, refKL, store.fill(b, ref, refKL)
+}
+
+// sums accumulate loss outputs over several batches.
+type sums struct {
+	loss, kl, chosen, nChosen, rejected, nRejected float64
+	batches                                        int
+}
+
+func (m *sums) add(outs []*tensors.Tensor) {
+	v := func(i int) float64 { return float64(tensors.ToScalar[float32](outs[i])) }
+	m.loss += v(0)
+	m.kl += v(1)
+	m.chosen += v(2)
+	m.nChosen += v(3)
+	m.rejected += v(4)
+	m.nRejected += v(5)
+	m.batches++
+}
+
+// metrics averages: loss and kl per batch (TRL averages per-step values), rewards per example.
+func (m *sums) metrics() Metrics {
+	out := Metrics{Loss: m.loss / float64(max(m.batches, 1)), KL: m.kl / float64(max(m.batches, 1))}
+	if m.nChosen > 0 {
+		c := m.chosen / m.nChosen
+		out.RewardsChosen = &c
+	}
+	if m.nRejected > 0 {
+		r := m.rejected / m.nRejected
+		out.RewardsRejected = &r
+	}
+	if out.RewardsChosen != nil && out.RewardsRejected != nil {
+		margin := *out.RewardsChosen - *out.RewardsRejected
+		out.Margin = &margin
+	}
+	return out
+}
+
+// evaluate runs the loss over the whole test split.
+func (s *runState) evaluate() (Metrics, error) {
+	var m sums
+	br := NewBatchReader(s.test, s.shape)
+	defer br.Close()
+	for {
+		b, err := br.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return Metrics{}, err
+		}
+		ref, refKL, err := s.batchRefs(b, s.refTest)
+		if err != nil {
+			return Metrics{}, err
+		}
+		outs, err := s.evalEx.Exec(s.batchArgs(b, ref, refKL)...)
+		if err != nil {
+			return Metrics{}, err
+		}
+		m.add(outs)
+	}
+	return m.metrics(), nil
+}
+
+// learningRate is Hugging Face's schedule at optimizer step index i (0-based) of total:
+// linear warmup from 0 over warmup steps, then constant or linear decay to 0.
+func learningRate(base float64, scheduler string, i, warmup, total int) float64 {
+	if i < warmup {
+		return base * float64(i) / float64(max(1, warmup))
+	}
+	if scheduler == SchedulerConstant {
+		return base
+	}
+	return base * max(0, float64(total-i)/float64(max(1, total-warmup)))
+}
+
+// epochReader cycles over the train split: at the end of an epoch it starts again.
+type epochReader struct {
+	s       *runState
+	br      *BatchReader
+	batches int // micro-batches read so far (all epochs)
+}
+
+func (e *epochReader) next() (*Batch, error) {
+	for range 2 {
+		if e.br == nil {
+			e.br = NewBatchReader(e.s.train, e.s.shape)
+		}
+		b, err := e.br.Next()
+		if err == io.EOF {
+			_ = e.br.Close()
+			e.br = nil
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		e.batches++
+		return b, nil
+	}
+	return nil, fmt.Errorf("%w: the train split has no rows", ErrNoShards)
+}
+
+func (e *epochReader) close() {
+	if e.br != nil {
+		_ = e.br.Close()
+	}
+}
+
+// loop runs the optimizer steps.
+func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
+	o := s.opts
+	trainStats, err := ScanSplit(s.train) // cheap next to training; gives the epoch length
+	if err != nil {
+		return Summary{}, err
+	}
+	perEpoch := trainStats.Batches
+	total := o.Steps
+	if total == 0 {
+		total = o.Epochs * perEpoch / o.GradAccum
+		if total == 0 {
+			return Summary{}, fmt.Errorf("%w: %d batch(es) × %d epoch(s) is less than one step of %d accumulated batches",
+				ErrBadOption, perEpoch, o.Epochs, o.GradAccum)
+		}
+	}
+	start := int(optimizers.GetGlobalStep(s.ctx))
+	sum := Summary{Model: s.model, Parameters: s.model.NumParameters(), Loss: s.loss, LearningRate: o.LearningRate,
+		Backend: s.backend.Name(), Ref: o.Ref, CheckpointDir: o.CheckpointDir, StartStep: start}
+
+	if o.OnStart != nil {
+		o.OnStart(start, total)
+	}
+	reader := &epochReader{s: s}
+	defer reader.close()
+	// Resume where the data stream left off: batch order is fixed, so skip what was consumed.
+	skip := (start * o.GradAccum) % perEpoch
+	for range skip {
+		if _, err := reader.next(); err != nil {
+			return sum, err
+		}
+	}
+	reader.batches = start * o.GradAccum
+
+	trainStart := time.Now()
+	var last StepMetrics
+	step := start
+	for ; step < total; step++ {
+		if stdctx.Err() != nil {
+			sum.Interrupted = true
+			break
+		}
+		stepStart := time.Now()
+		lr := learningRate(o.LearningRate, o.Scheduler, step, o.WarmupSteps, total)
+		s.lrVar.MustSetValue(tensors.FromScalar(float32(lr)))
+		var m sums
+		tokens := 0
+		var gradNorm float64
+		for micro := range o.GradAccum {
+			b, err := reader.next()
+			if err != nil {
+				return sum, err
+			}
+			ref, refKL, err := s.batchRefs(b, s.refTrain)
+			if err != nil {
+				return sum, err
+			}
+			exec := s.trainEx
+			if micro < o.GradAccum-1 {
+				exec = s.accumEx
+			}
+			outs, err := exec.Exec(s.batchArgs(b, ref, refKL)...)
+			if err != nil {
+				return sum, err
+			}
+			m.add(outs)
+			gradNorm = float64(tensors.ToScalar[float32](outs[6]))
+			tokens += b.Tokens
+		}
+		metrics := m.metrics()
+		if math.IsNaN(metrics.Loss) || math.IsInf(metrics.Loss, 0) {
+			return sum, fmt.Errorf("step %d: loss is %v", step+1, metrics.Loss)
+		}
+		elapsed := time.Since(stepStart).Seconds()
+		last = StepMetrics{Step: step + 1, Metrics: metrics, TokensPerS: float64(tokens) / elapsed, Tokens: tokens,
+			Epoch: float64(reader.batches) / float64(perEpoch), LR: lr, GradNorm: gradNorm}
+		sum.Tokens += int64(tokens)
+		if s.test != nil && o.EvalEvery > 0 && (step+1)%o.EvalEvery == 0 && step+1 < total {
+			ev, err := s.evaluate()
+			if err != nil {
+				return sum, err
+			}
+			last.Eval = &ev
+		}
+		if o.OnStep != nil {
+			o.OnStep(last)
+		}
+		if s.ckpt != nil && o.CheckpointEvery > 0 && (step+1)%o.CheckpointEvery == 0 {
+			if err := s.ckpt.Save(); err != nil {
+				return sum, err
+			}
+		}
+	}
+	sum.TrainSeconds = time.Since(trainStart).Seconds()
+	sum.Steps = step
+	sum.Epochs = float64(reader.batches) / float64(perEpoch)
+	sum.FinalLoss = last.Loss
+	if sum.TrainSeconds > 0 {
+		sum.MeanTokensPerS = float64(sum.Tokens) / sum.TrainSeconds
+	}
+	if s.ckpt != nil && step > start {
+		if err := s.ckpt.Save(); err != nil {
+			return sum, err
+		}
+	}
+	if s.test != nil && !sum.Interrupted {
+		s.status("evaluating on the test split")
+		ev, err := s.evaluate()
+		if err != nil {
+			return sum, err
+		}
+		sum.Eval = &ev
+	}
+	return sum, nil
+}

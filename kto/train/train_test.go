@@ -1,0 +1,272 @@
+package train
+
+import (
+	stdcontext "context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// runSyn trains on dir and returns the per-step metrics and the status messages.
+func runSyn(t *testing.T, opts Options) ([]StepMetrics, []string, Summary) {
+	t.Helper()
+	var steps []StepMetrics
+	var status []string
+	opts.Backend = "go"
+	opts.OnStep = func(m StepMetrics) { steps = append(steps, m) }
+	opts.OnStatus = func(s string) { status = append(status, s) }
+	sum, err := Run(stdcontext.Background(), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return steps, status, sum
+}
+
+func deref(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
+}
+
+func meanOf(steps []StepMetrics, f func(StepMetrics) float64) float64 {
+	var s float64
+	for _, m := range steps {
+		s += f(m)
+	}
+	return s / float64(len(steps))
+}
+
+// TestTrainLearns trains the tiny model on the synthetic task: at step 1 the policy is the
+// reference, so every log-ratio is 0 and the loss is exactly 1 − σ(0) = 0.5; then the loss
+// falls, the reward margin grows, and nothing is NaN.
+func TestTrainLearns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	dir := writeSynData(t, 8, 2)
+	steps, _, sum := runSyn(t, Options{DataDir: dir, Steps: 40})
+	if len(steps) != 40 || sum.Steps != 40 {
+		t.Fatalf("%d steps reported, summary says %d, want 40", len(steps), sum.Steps)
+	}
+	if steps[0].Loss != 0.5 || deref(steps[0].Margin) != 0 {
+		t.Errorf("step 1: loss %v margin %v, want exactly 0.5 and 0 (policy = reference)", steps[0].Loss, deref(steps[0].Margin))
+	}
+	for _, m := range steps {
+		for name, v := range map[string]float64{"loss": m.Loss, "kl": m.KL, "margin": deref(m.Margin), "grad_norm": m.GradNorm} {
+			if math.IsNaN(v) || math.IsInf(v, 0) {
+				t.Fatalf("step %d: %s = %v", m.Step, name, v)
+			}
+		}
+	}
+	first := meanOf(steps[:5], func(m StepMetrics) float64 { return m.Loss })
+	last := meanOf(steps[len(steps)-5:], func(m StepMetrics) float64 { return m.Loss })
+	if last > first-0.05 {
+		t.Errorf("loss did not fall: first 5 steps %.4f, last 5 %.4f", first, last)
+	}
+	lastMargin := meanOf(steps[len(steps)-5:], func(m StepMetrics) float64 { return deref(m.Margin) })
+	if lastMargin < 0.5 {
+		t.Errorf("reward margin %.4f over the last 5 steps, want > 0.5", lastMargin)
+	}
+	if sum.Eval == nil || deref(sum.Eval.Margin) <= 0 {
+		t.Errorf("held-out margin should be positive after training: %+v", sum.Eval)
+	}
+	t.Logf("loss %.4f → %.4f, margin → %.4f, %.0f tokens/s", first, last, lastMargin, sum.MeanTokensPerS)
+}
+
+// TestTrainDeterministic runs twice with the same seed (identical metrics, bit for bit) and
+// once with on-the-fly reference log-probs, which must give the same losses as the cached ones.
+func TestTrainDeterministic(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	dir := writeSynData(t, 4, 0)
+	a, statusA, _ := runSyn(t, Options{DataDir: dir, Steps: 4})
+	b, statusB, _ := runSyn(t, Options{DataDir: dir, Steps: 4})
+	c, _, _ := runSyn(t, Options{DataDir: dir, Steps: 4, Ref: RefOnTheFly})
+	if !strings.Contains(strings.Join(statusA, "\n"), "computing reference") ||
+		!strings.Contains(strings.Join(statusB, "\n"), "reusing reference") {
+		t.Errorf("second run should reuse the cached reference log-probs:\nfirst %q\nsecond %q", statusA, statusB)
+	}
+	for i := range a {
+		if a[i].Metrics.Loss != b[i].Metrics.Loss || a[i].KL != b[i].KL || deref(a[i].Margin) != deref(b[i].Margin) || a[i].GradNorm != b[i].GradNorm {
+			t.Errorf("step %d differs between identical runs: %+v vs %+v", i+1, a[i].Metrics, b[i].Metrics)
+		}
+		if math.Abs(a[i].Loss-c[i].Loss) > 1e-6 || math.Abs(deref(a[i].Margin)-deref(c[i].Margin)) > 1e-5 {
+			t.Errorf("step %d: cached reference loss %v margin %v, on-the-fly %v %v",
+				i+1, a[i].Loss, deref(a[i].Margin), c[i].Loss, deref(c[i].Margin))
+		}
+	}
+	// Another seed is another reference model: the cache must not be reused.
+	_, statusD, _ := runSyn(t, Options{DataDir: dir, Steps: 1, Seed: 7})
+	if !strings.Contains(strings.Join(statusD, "\n"), "computing reference") {
+		t.Errorf("a new seed must recompute the reference log-probs: %q", statusD)
+	}
+}
+
+// TestTrainResume stops after 3 of 6 steps (checkpointing) and resumes: steps 4–6 must
+// match an uninterrupted run, which needs weights, Adam moments, step count, LR schedule
+// and data position all restored. Gradient accumulation over 2 batches is on.
+func TestTrainResume(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	dir := writeSynData(t, 5, 0)
+	base := Options{DataDir: dir, Steps: 6, GradAccum: 2, WarmupSteps: 2}
+	full, _, _ := runSyn(t, base)
+
+	ckpt := filepath.Join(t.TempDir(), "ckpt")
+	// The LR schedule depends on the total: run 3 steps of the 6-step run by cancelling.
+	first := base
+	first.CheckpointDir = ckpt
+	first.Backend = "go"
+	ctx, cancel := stdcontext.WithCancel(stdcontext.Background())
+	defer cancel()
+	n := 0
+	first.OnStep = func(StepMetrics) {
+		if n++; n == 3 {
+			cancel()
+		}
+	}
+	sum, err := Run(ctx, first)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sum.Interrupted || sum.Steps != 3 {
+		t.Fatalf("first run: interrupted=%v steps=%d, want true and 3", sum.Interrupted, sum.Steps)
+	}
+
+	again := base
+	again.CheckpointDir = ckpt
+	if _, err := Run(stdcontext.Background(), again); !errors.Is(err, ErrCheckpoint) {
+		t.Fatalf("reusing a checkpoint directory without --resume: err %v, want ErrCheckpoint", err)
+	}
+	again.Resume = true
+	rest, status, sum2 := runSyn(t, again)
+	if sum2.StartStep != 3 || len(rest) != 3 {
+		t.Fatalf("resumed at step %d and ran %d steps, want 3 and 3 (status %q)", sum2.StartStep, len(rest), status)
+	}
+	for i, m := range rest {
+		want := full[3+i]
+		if m.Step != want.Step || math.Abs(m.Loss-want.Loss) > 1e-6 || math.Abs(m.LR-want.LR) > 1e-12 ||
+			math.Abs(m.Epoch-want.Epoch) > 1e-12 {
+			t.Errorf("resumed step %d: loss %v lr %v epoch %v; uninterrupted step %d: loss %v lr %v epoch %v",
+				m.Step, m.Loss, m.LR, m.Epoch, want.Step, want.Loss, want.LR, want.Epoch)
+		}
+	}
+
+	other := again
+	other.Seed = 99
+	if _, err := Run(stdcontext.Background(), other); !errors.Is(err, ErrCheckpoint) {
+		t.Errorf("resuming with another seed: err %v, want ErrCheckpoint", err)
+	}
+}
+
+// TestLearningRateSchedule checks Hugging Face's get_linear_schedule_with_warmup and
+// get_constant_schedule_with_warmup at hand-computed points (base 1, warmup 2, total 6).
+func TestLearningRateSchedule(t *testing.T) {
+	linear := []float64{0, 0.5, 1, 0.75, 0.5, 0.25}
+	constant := []float64{0, 0.5, 1, 1, 1, 1}
+	for i := range 6 {
+		if got := learningRate(1, SchedulerLinear, i, 2, 6); math.Abs(got-linear[i]) > 1e-12 {
+			t.Errorf("linear step %d: %v, want %v", i, got, linear[i])
+		}
+		if got := learningRate(1, SchedulerConstant, i, 2, 6); math.Abs(got-constant[i]) > 1e-12 {
+			t.Errorf("constant step %d: %v, want %v", i, got, constant[i])
+		}
+	}
+	if got := learningRate(1, SchedulerLinear, 0, 0, 4); got != 1 {
+		t.Errorf("no warmup: first step lr %v, want 1", got)
+	}
+}
+
+func TestBadOptions(t *testing.T) {
+	dir := writeSynData(t, 2, 0)
+	cases := []struct {
+		name string
+		opts Options
+		want error
+	}{
+		{"no_data", Options{}, ErrBadOption},
+		{"missing_dir", Options{DataDir: filepath.Join(dir, "nope")}, ErrNoShards},
+		{"loss_type", Options{DataDir: dir, Loss: LossConfig{Type: "dpo"}}, ErrBadOption},
+		{"ref_mode", Options{DataDir: dir, Ref: "sometimes"}, ErrBadOption},
+		{"resume_without_dir", Options{DataDir: dir, Resume: true}, ErrBadOption},
+		{"xla_not_built", Options{DataDir: dir, Backend: "xla:cuda"}, ErrBadOption},
+		{"vocab_too_small", Options{DataDir: dir, Model: writeConfig(t, `{"vocab_size": 8, "hidden_size": 16,
+			"intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+			"rms_norm_eps": 1e-5, "rope_theta": 10000, "max_position_embeddings": 64}`)}, ErrBadModelConfig},
+		{"sliding_window", Options{DataDir: dir, Model: writeConfig(t, `{"vocab_size": 64, "hidden_size": 16,
+			"intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "num_key_value_heads": 1,
+			"rms_norm_eps": 1e-5, "rope_theta": 10000, "sliding_window": 8}`)}, ErrBadModelConfig},
+		{"gqa_mismatch", Options{DataDir: dir, Model: writeConfig(t, `{"vocab_size": 64, "hidden_size": 16,
+			"intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 3,
+			"rms_norm_eps": 1e-5, "rope_theta": 10000}`)}, ErrBadModelConfig},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Run(stdcontext.Background(), tc.opts)
+			if !errors.Is(err, tc.want) {
+				t.Errorf("err = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
+func writeConfig(t *testing.T, js string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "config.json")
+	if err := os.WriteFile(p, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConfigModel trains one step with a model from a Hugging Face config.json (a directory
+// holding it), grouped-query attention with one KV head.
+func TestConfigModel(t *testing.T) {
+	dir := writeSynData(t, 2, 0)
+	cfgPath := writeConfig(t, `{"architectures": ["MistralForCausalLM"], "vocab_size": 40, "hidden_size": 32,
+		"intermediate_size": 48, "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 1,
+		"rms_norm_eps": 1e-5, "rope_theta": 1000000.0, "max_position_embeddings": 32768, "sliding_window": null,
+		"tie_word_embeddings": false, "torch_dtype": "bfloat16"}`)
+	steps, _, sum := runSyn(t, Options{DataDir: dir, Model: filepath.Dir(cfgPath), Steps: 1})
+	if len(steps) != 1 || sum.Model.VocabSize != 40 || sum.Model.NumKeyValueHeads != 1 {
+		t.Fatalf("steps %d, model %+v", len(steps), sum.Model)
+	}
+	if sum.LearningRate != DefaultLearningRate {
+		t.Errorf("a config.json model defaults to TRL's learning rate %v, got %v", DefaultLearningRate, sum.LearningRate)
+	}
+	if sum.Parameters != sum.Model.NumParameters() || sum.Parameters != 40*32*2+32+1*(2*32+32*32*2+32*8*2+3*32*48) {
+		t.Errorf("parameters %d", sum.Parameters)
+	}
+}
+
+// BenchmarkTrainStep times optimizer steps of the tiny model on demo-sized data: rows of
+// 512 tokens, KTO batches of 8, prompts of 100–300 tokens, a 4096-id vocabulary. The
+// backend is $GOMLX_BACKEND, else "go".
+func BenchmarkTrainStep(b *testing.B) {
+	spec := synSpec{maxLen: 512, batch: 8, vocab: 4096, promptMin: 100, promptSpan: 200, complMin: 20, complSpan: 60}
+	dir := writeSynDataSpec(b, 4, 0, spec)
+	var tokens int
+	var seconds float64
+	steps := 0
+	opts := Options{DataDir: dir, Steps: b.N + 1, NoEval: true, OnStep: func(m StepMetrics) {
+		if m.Step > 1 { // the first step compiles the graphs
+			tokens += m.Tokens
+			seconds += float64(m.Tokens) / m.TokensPerS
+			steps++
+		}
+	}}
+	b.ResetTimer()
+	if _, err := Run(stdcontext.Background(), opts); err != nil {
+		b.Fatal(err)
+	}
+	if steps > 0 {
+		b.ReportMetric(float64(tokens)/seconds, "tokens/s")
+		b.ReportMetric(seconds/float64(steps), "s/step")
+	}
+}

@@ -1,0 +1,8 @@
+//go:build !unix
+
+package tokenize
+
+import "time"
+
+// processCPU is not measured here; BenchmarkEncode then reports wall-clock figures only.
+func processCPU() time.Duration { return 0 }

@@ -1,0 +1,115 @@
+package tokenize
+
+import (
+	"fmt"
+	"sync"
+
+	"github.com/ktoloader/ktoloader/loader"
+)
+
+// Mistral turns loader rows into training examples for Mistral v0.3: Render's segments, each
+// control token its id and each text encoded on its own by Tok (never a rendered string, so
+// a user's literal "[INST]" stays characters). Every text segment follows a control token
+// (the rendering starts with <s>), so none is at offset 0 and none gets the dummy prefix: the
+// ids equal Hugging Face tokenizers' encoding of the rendered prompt + completion.
+//
+// Tok and Opt may be set directly; Example checks them on first use. Example is safe for
+// concurrent use once Tok is (a *Tokenizer is).
+type Mistral struct {
+	Tok TextEncoder
+	Opt Options
+
+	once sync.Once
+	r    *renderer
+	err  error
+}
+
+// NewMistral returns a Mistral for tok and opt, or the error that Example would report:
+// invalid options, or a tokenizer whose control tokens are not at Mistral v0.3's ids.
+func NewMistral(tok TextEncoder, opt Options) (*Mistral, error) {
+	m := &Mistral{Tok: tok, Opt: opt}
+	return m, m.init()
+}
+
+// controlIDer is what a tokenizer offers to check its control tokens (*Tokenizer does).
+type controlIDer interface {
+	ControlID(name string) (int32, bool)
+}
+
+func (m *Mistral) init() error {
+	m.once.Do(func() {
+		if m.Tok == nil {
+			m.err = fmt.Errorf("tokenize: Mistral has no tokenizer")
+			return
+		}
+		if c, ok := m.Tok.(controlIDer); ok {
+			for id, name := range controlNames {
+				if name == "" {
+					continue
+				}
+				if got, ok := c.ControlID(name); !ok || got != int32(id) {
+					m.err = fmt.Errorf("tokenize: tokenizer has %s at id %d (ok=%v), the Mistral v0.3 template needs it at %d", name, got, ok, id)
+					return
+				}
+			}
+		}
+		m.r, m.err = newRenderer(m.Opt)
+	})
+	return m.err
+}
+
+// Render renders row with m's options (see the package function Render).
+func (m *Mistral) Render(row *loader.Row) (*Rendering, error) {
+	if err := m.init(); err != nil {
+		return nil, err
+	}
+	return m.r.render(row)
+}
+
+// Example renders and tokenizes row. A row the template refuses gives a *TemplateError.
+func (m *Mistral) Example(row *loader.Row) (Example, error) {
+	r, err := m.Render(row)
+	if err != nil {
+		return Example{}, err
+	}
+	return m.Encode(row, r), nil
+}
+
+// Encode tokenizes a rendering of row (from m.Render) into an Example.
+func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
+	ex := Example{
+		Prompt:        Spell(r.Prompt),
+		Completion:    Spell(r.Completion),
+		Label:         row.Label,
+		Behavior:      row.Behavior,
+		Source:        row.Source(),
+		RepairedIDs:   r.RepairedIDs,
+		TextWithTools: r.TextWithTools,
+	}
+	ex.PromptIDs = make([]int32, 0, len(ex.Prompt)/3+8)
+	ex.PromptAssistant = make([]bool, 0, cap(ex.PromptIDs))
+	for i, s := range r.Prompt {
+		n := len(ex.PromptIDs)
+		ex.PromptIDs = m.appendSegment(ex.PromptIDs, s)
+		for range len(ex.PromptIDs) - n {
+			ex.PromptAssistant = append(ex.PromptAssistant, r.PromptAssistant[i])
+		}
+	}
+	ex.CompletionIDs = m.AppendIDs(make([]int32, 0, len(ex.Completion)/3+4), r.Completion)
+	return ex
+}
+
+// AppendIDs appends the ids of segs to dst.
+func (m *Mistral) AppendIDs(dst []int32, segs []Segment) []int32 {
+	for _, s := range segs {
+		dst = m.appendSegment(dst, s)
+	}
+	return dst
+}
+
+func (m *Mistral) appendSegment(dst []int32, s Segment) []int32 {
+	if s.Control >= 0 {
+		return append(dst, s.Control)
+	}
+	return m.Tok.AppendText(dst, s.Text, false)
+}
