@@ -13,9 +13,9 @@ import (
 	"github.com/ktoloader/ktoloader/export"
 )
 
-// runCmd runs `ktoloader name args…` with the named command's flags reset (cobra keeps flag
+// runOutCmd runs `ktoloader name args…` with the named command's flags reset (cobra keeps flag
 // values between Execute calls) and returns stdout and the exit code.
-func runCmd(t *testing.T, name string, args ...string) (string, int) {
+func runOutCmd(t *testing.T, name string, args ...string) (string, int) {
 	t.Helper()
 	cmd, _, err := rootCmd.Find([]string{name})
 	if err != nil || cmd.Name() != name {
@@ -36,20 +36,20 @@ func runCmd(t *testing.T, name string, args ...string) (string, int) {
 	return out.String(), code
 }
 
-// prepDemo runs prep on the embedded sample with the demo tokenizer into a new directory.
-func prepDemo(t *testing.T, extra ...string) string {
+// prepOutDir runs prep on the embedded sample with the demo tokenizer into a new directory.
+func prepOutDir(t *testing.T, extra ...string) string {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "out")
 	args := append([]string{"--out", dir, "--tokenizer", demoTokenizer, "--no-progress", "--json"}, extra...)
-	if out, code := runCmd(t, "prep", args...); code != 0 {
+	if out, code := runOutCmd(t, "prep", args...); code != 0 {
 		t.Fatalf("prep exit %d: %s", code, out)
 	}
 	return dir
 }
 
 func TestVerifyCommand(t *testing.T) {
-	dir := prepDemo(t, "--format", "both", "--test-frac", "0.2", "--shard-rows", "50")
-	out, code := runCmd(t, "verify", dir)
+	dir := prepOutDir(t, "--format", "both", "--test-frac", "0.2", "--shard-rows", "50")
+	out, code := runOutCmd(t, "verify", dir)
 	if code != 0 || !strings.Contains(out, ": OK") {
 		t.Fatalf("verify of a fresh prep: exit %d\n%s", code, out)
 	}
@@ -68,12 +68,12 @@ func TestVerifyCommand(t *testing.T) {
 	if err := os.WriteFile(p, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	out, code = runCmd(t, "verify", dir)
+	out, code = runOutCmd(t, "verify", dir)
 	if code != 1 || !strings.Contains(out, victim+": [sha256]") {
 		t.Errorf("one flipped bit in %s: exit %d, want 1 and a sha256 violation naming it:\n%s", victim, code, out)
 	}
 
-	out, code = runCmd(t, "verify", "--json", dir)
+	out, code = runOutCmd(t, "verify", "--json", dir)
 	var rep struct {
 		OK         bool               `json:"ok"`
 		Files      int                `json:"files"`
@@ -88,10 +88,10 @@ func TestVerifyCommand(t *testing.T) {
 }
 
 func TestVerifyCommandUsage(t *testing.T) {
-	if _, code := runCmd(t, "verify"); code != 2 {
+	if _, code := runOutCmd(t, "verify"); code != 2 {
 		t.Errorf("no argument: exit %d, want 2", code)
 	}
-	if _, code := runCmd(t, "verify", t.TempDir()); code != 1 {
+	if _, code := runOutCmd(t, "verify", t.TempDir()); code != 1 {
 		t.Errorf("directory without manifest: exit %d, want 1", code)
 	}
 }
