@@ -238,5 +238,5 @@ func TestNexusReal(t *testing.T) {
 	for s, p := range m.Packing.SFT {
 		t.Logf("sft/%s fill %.4f; kto_packed/%s fill %.4f", s, p.Fill, s, m.Packing.KTOPacked[s].Fill)
 	}
-	
+
 }
