@@ -36,7 +36,10 @@ type Manifest struct {
 	Tokens    TokenStats     `json:"tokens"`
 	Packing   PackingInfo    `json:"packing"`
 	KTO       KTOInfo        `json:"kto"`
-	Files     []FileInfo     `json:"files"`
+	// Split is how the group-aware train/test split came out, per behavior×label stratum
+	// (kto.SplitStats); nil in manifests written before it existed.
+	Split any        `json:"split,omitempty"`
+	Files []FileInfo `json:"files"`
 }
 
 // Input is one input file, named as given on the command line ("-" for stdin, "(embedded

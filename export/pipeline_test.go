@@ -3,6 +3,7 @@ package export
 import (
 	"fmt"
 	"math/rand/v2"
+	"path/filepath"
 	"testing"
 
 	"github.com/ktoloader/ktoloader/kto"
@@ -72,7 +73,12 @@ func TestVerifyKTOPipeline(t *testing.T) {
 				}
 				sc.Behaviors[ex.Behavior] = lc
 			}
-			m.Counts.Read, m.Counts.Written = int64(len(exs)), int64(len(exs))
+			// As internal/pipeline does: --drop-last's examples are rejected, not written.
+			m.Counts.Read, m.Counts.Written = int64(len(exs)), int64(len(exs)-bst.Dropped)
+			if bst.Dropped > 0 {
+				m.Counts.Rejected = int64(bst.Dropped)
+				m.Counts.Reasons["drop_last"] = int64(bst.Dropped)
+			}
 			m.Counts.Splits["train"] = sc
 			m.KTO.Splits["train"] = BatchInfo{
 				Examples: int64(bst.Examples), Desirable: int64(bst.Desirable), Undesirable: int64(bst.Undesirable),
@@ -85,6 +91,13 @@ func TestVerifyKTOPipeline(t *testing.T) {
 			m.Files = append(m.Files, writeShards(t, dir, KindKTO, "train", opt, rows)...)
 			m.Files = append(m.Files, writeShards(t, dir, KindKTOPacked, "train", opt, packed)...)
 			m.Files = append(m.Files, writeShards(t, dir, KindSFT, "train", opt, sft)...)
+			var rej []byte
+			for i := 0; i < bst.Dropped; i++ {
+				rej = append(rej, `{"file":"x","line":1,"field":"","reason":"drop_last","raw":""}`+"\n"...)
+			}
+			if err := WriteFileAtomic(filepath.Join(dir, "rejects.jsonl"), rej); err != nil {
+				t.Fatal(err)
+			}
 			if err := WriteManifest(dir, m); err != nil {
 				t.Fatal(err)
 			}

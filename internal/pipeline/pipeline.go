@@ -12,6 +12,8 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"strconv"
+	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
@@ -193,7 +195,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	_ = splitStats
+	m.Split = splitStats
 	kc := cfg.KTO
 	ktoCfg, _ := kc.WithDefaults()
 	m.KTO.BatchSize = ktoCfg.BatchSize
@@ -208,7 +210,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 		if len(idx) == 0 {
 			continue
 		}
-		files, err := writeSplit(cfg, ktoCfg, sp, keys, idx, split, m)
+		files, err := writeSplit(cfg, ktoCfg, sp, rej, keys, idx, split, m)
 		m.Files = append(m.Files, files...)
 		if err != nil {
 			return nil, err
@@ -228,7 +230,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 }
 
 // writeSplit writes one split's kto/, kto_packed/ and sft/ shards.
-func writeSplit(cfg Config, kc kto.Config, sp *spill, keys []kto.Key, idx []int, split string, m *export.Manifest) (files []export.FileInfo, err error) {
+func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, keys []kto.Key, idx []int, split string, m *export.Manifest) (files []export.FileInfo, err error) {
 	sub := make([]kto.Key, len(idx))
 	for j, i := range idx {
 		sub[j] = keys[i]
@@ -236,6 +238,11 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, keys []kto.Key, idx []int,
 	plan, bstats, err := kto.PlanBatches(sub, kc)
 	if err != nil {
 		return nil, err
+	}
+	if bstats.Dropped > 0 {
+		if err := rejectDropped(sp, rej, idx, plan, m); err != nil {
+			return nil, err
+		}
 	}
 	kw, err := export.NewShardWriter[kto.KTORow](cfg.Out, "kto", split, cfg.Writer)
 	if err != nil {
@@ -330,6 +337,56 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, keys []kto.Key, idx []int,
 		}
 	}
 	return files, nil
+}
+
+// rejectDropped accounts for the examples that --drop-last left out of the last, partial KTO
+// batch: they are rejected (reason drop_last, in rejects.jsonl with their source), so that
+// read = written + rejected still holds and nothing vanishes.
+func rejectDropped(sp *spill, rej *Rejects, idx []int, plan [][]int, m *export.Manifest) error {
+	in := make([]bool, len(idx))
+	for _, b := range plan {
+		for _, j := range b {
+			in[j] = true
+		}
+	}
+	for j, ok := range in {
+		if ok {
+			continue
+		}
+		ex, err := sp.Get(idx[j])
+		if err != nil {
+			return err
+		}
+		file, line := splitSource(ex.Source)
+		re := &loader.RowError{File: file, Line: line, Err: errDropLast,
+			Detail: "left out of the last, partial KTO batch by --drop-last"}
+		m.Counts.Written--
+		m.Counts.Rejected++
+		m.Counts.Reasons[reasonDropLast]++
+		if err := rej.Write(re); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+const reasonDropLast = "drop_last"
+
+type dropLastErr struct{}
+
+func (dropLastErr) Error() string  { return "dropped by --drop-last" }
+func (dropLastErr) Reason() string { return reasonDropLast }
+
+var errDropLast error = dropLastErr{}
+
+// splitSource splits "file:line" at the last colon.
+func splitSource(src string) (string, int64) {
+	i := strings.LastIndexByte(src, ':')
+	if i < 0 {
+		return src, 0
+	}
+	n, _ := strconv.ParseInt(src[i+1:], 10, 64)
+	return src[:i], n
 }
 
 func tokenStats(lens [][2]int32) export.TokenStats {

@@ -240,3 +240,24 @@ func TestNexusReal(t *testing.T) {
 	}
 
 }
+
+// TestDropLastAccounted: examples that --drop-last leaves out are rejected with reason
+// drop_last, never lost.
+func TestDropLastAccounted(t *testing.T) {
+	out := filepath.Join(t.TempDir(), "out")
+	m := run(t, Config{Inputs: sampleInputs()[:1], Tokenizer: demoTok(t), Out: out, KTO: kto.Config{BatchSize: 5, DropLast: true}})
+	c := m.Counts
+	if c.Read != c.Written+c.Rejected || c.Reasons["drop_last"] == 0 {
+		t.Fatalf("counts %+v", c)
+	}
+	if c.Written%5 != 0 {
+		t.Errorf("written %d is not whole batches of 5", c.Written)
+	}
+	rej, _ := os.ReadFile(filepath.Join(out, "rejects.jsonl"))
+	if n := bytes.Count(rej, []byte(`"reason":"drop_last"`)); int64(n) != c.Reasons["drop_last"] {
+		t.Errorf("rejects.jsonl names %d drop_last rows, manifest %d", n, c.Reasons["drop_last"])
+	}
+	if rep, err := export.Verify(out); err != nil || !rep.OK() {
+		t.Fatalf("verify: %v %+v", err, rep)
+	}
+}

@@ -1,0 +1,765 @@
+package report
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/testdata"
+	"github.com/ktoloader/ktoloader/tokenize"
+)
+
+// example is what the report keeps of one kto/ row between passes.
+type example struct {
+	prompt   uint64 // hash of the rendered prompt: the split's group key
+	pair     uint64 // hash of prompt and completion
+	raw      uint64 // rawKey of its input row, or noRaw
+	plen     int32
+	clen     int32
+	behavior int32
+	label    bool
+	test     bool
+}
+
+const noRaw = ^uint64(0)
+
+// rawKey packs an input's index and a line number.
+func rawKey(input int, line int64) uint64 { return uint64(input)<<40 | uint64(line)&(1<<40-1) }
+
+// shardFile is one shard to read, with the ordinal of its first row (kto/ only).
+type shardFile struct {
+	path  string
+	split string
+	first int32
+}
+
+type scanner struct {
+	dir     string
+	m       *export.Manifest
+	opt     Options
+	schemas Schemas
+	maxLen  int
+	rep     *Report
+
+	behaviors  []string
+	behaviorID map[string]int32
+	ex         []example
+	ktoFiles   []shardFile
+	byRaw      map[uint64]int32
+	inputIdx   map[string]int
+
+	lens [3]*histAcc // prompt, completion, total
+
+	fCalls, fText, fNCalls, fCLen, fPLen  *feature
+	fUnknownTool, fMissing, fUnknownParam *feature
+	fSystem, fTurns                       *feature
+	tools                                 map[string]*export.LabelCounts
+	problems                              map[problemKey]*export.LabelCounts
+	unknownTools                          map[string]*export.LabelCounts
+	lsh                                   *lshIndex
+	best                                  []match // per lsh entry
+	crossRowsUnmatched                    int64
+}
+
+func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *scanner {
+	maxLen := m.Packing.MaxLen
+	if maxLen <= 0 {
+		if v, ok := m.ConfigInt("max_len"); ok {
+			maxLen = int(v)
+		}
+	}
+	truncate, _ := m.ConfigString("truncate")
+	var testFrac float64
+	if v, ok := m.Config["test_frac"].(json.Number); ok {
+		testFrac, _ = v.Float64()
+	}
+	s := &scanner{
+		dir: dir, m: m, opt: opt, schemas: schemas, maxLen: maxLen,
+		rep: &Report{Dir: dir, Tokenizer: m.Tokenizer, MaxLen: maxLen, Truncate: truncate, TestFrac: testFrac,
+			Findings: []Finding{}, Shortcuts: []Shortcut{}, Tools: []ToolUse{}},
+		behaviorID:   map[string]int32{},
+		byRaw:        map[uint64]int32{},
+		inputIdx:     map[string]int{},
+		tools:        map[string]*export.LabelCounts{},
+		problems:     map[problemKey]*export.LabelCounts{},
+		unknownTools: map[string]*export.LabelCounts{},
+		lsh:          newLSHIndex(),
+	}
+	for i, in := range m.Inputs {
+		if _, dup := s.inputIdx[in.Name]; !dup {
+			s.inputIdx[in.Name] = i
+		}
+	}
+	// Bins are fixed before reading: the manifest knows the longest example.
+	top := func(d export.Dist) int64 { return max(d.Max, 1) }
+	s.lens[0] = newHistAcc(top(m.Tokens.Prompt))
+	s.lens[1] = newHistAcc(top(m.Tokens.Completion))
+	s.lens[2] = newHistAcc(max(top(m.Tokens.Total), int64(maxLen)))
+
+	s.fCalls = newFeature("answer calls a tool", "shards", true)
+	s.fText = newFeature("answer has text beside its tool calls", "shards", true)
+	s.fNCalls = newFeature("tool calls in the answer", "shards", false)
+	s.fCLen = newFeature("answer length (tokens)", "shards", false)
+	s.fPLen = newFeature("prompt length (tokens)", "shards", false)
+	if schemas != nil {
+		s.fUnknownTool = newFeature("answer calls a tool not in the schemas", "tool schemas", true)
+		s.fMissing = newFeature("answer misses a required parameter", "tool schemas", true)
+		s.fUnknownParam = newFeature("answer passes a parameter not in the schema", "tool schemas", true)
+	}
+	s.fSystem = newFeature("prompt has a system message", "raw inputs", true)
+	s.fTurns = newFeature("messages in the prompt", "raw inputs", false)
+	return s
+}
+
+func (s *scanner) run() (*Report, error) {
+	s.ktoFiles = s.shardFiles(export.KindKTO)
+	if err := s.scanKTO(); err != nil {
+		return nil, err
+	}
+	if err := s.scanRejects(); err != nil {
+		return nil, err
+	}
+	if err := s.scanRaw(); err != nil {
+		return nil, err
+	}
+	if err := s.scanPacking(); err != nil {
+		return nil, err
+	}
+	if err := s.finish(); err != nil {
+		return nil, err
+	}
+	return s.rep, nil
+}
+
+// shardFiles lists the shards of a kind: Parquet when there are any, else Arrow; train,
+// then test, then other splits by name; each split's shards by path.
+func (s *scanner) shardFiles(kind string) []shardFile {
+	var files []export.FileInfo
+	for _, format := range []export.Format{export.FormatParquet, export.FormatArrow} {
+		for _, fi := range s.m.Files {
+			if fi.Kind == kind && fi.Format == format {
+				files = append(files, fi)
+			}
+		}
+		if len(files) > 0 {
+			break
+		}
+	}
+	rank := func(split string) string {
+		switch split {
+		case "train":
+			return "0"
+		case "test":
+			return "1"
+		}
+		return "2" + split
+	}
+	slices.SortFunc(files, func(a, b export.FileInfo) int {
+		if c := strings.Compare(rank(a.Split), rank(b.Split)); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Path, b.Path)
+	})
+	out := make([]shardFile, len(files))
+	for i, fi := range files {
+		out[i] = shardFile{path: filepath.Join(s.dir, filepath.FromSlash(fi.Path)), split: fi.Split}
+	}
+	return out
+}
+
+func (s *scanner) behavior(name string) int32 {
+	id, ok := s.behaviorID[name]
+	if !ok {
+		id = int32(len(s.behaviors))
+		s.behaviors = append(s.behaviors, name)
+		s.behaviorID[name] = id
+	}
+	return id
+}
+
+// rawKeyOf maps a "file:line" source to its input row, when the file is a manifest input.
+func (s *scanner) rawKeyOf(source string) uint64 {
+	i := strings.LastIndexByte(source, ':')
+	if i < 0 {
+		return noRaw
+	}
+	in, ok := s.inputIdx[source[:i]]
+	line, err := strconv.ParseInt(source[i+1:], 10, 64)
+	if !ok || err != nil || line < 0 {
+		return noRaw
+	}
+	return rawKey(in, line)
+}
+
+// scanKTO is the first pass: one compact example per kto/ row, and every feature the
+// shards give.
+func (s *scanner) scanKTO() error {
+	for k := range s.ktoFiles {
+		f := &s.ktoFiles[k]
+		f.first = int32(len(s.ex))
+		test := f.split == "test"
+		err := export.ReadBatches(f.path, 256, func(rows []kto.KTORow) error {
+			for i := range rows {
+				if len(s.ex) >= math.MaxInt32 {
+					return fmt.Errorf("%s: more than %d rows", f.path, math.MaxInt32)
+				}
+				s.addRow(&rows[i], test)
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	s.rep.Counts.InKTO = int64(len(s.ex))
+	return nil
+}
+
+func (s *scanner) addRow(row *kto.KTORow, test bool) {
+	ord := int32(len(s.ex))
+	e := example{
+		prompt: hashString(row.Prompt), pair: hashPair(row.Prompt, row.Completion), raw: s.rawKeyOf(row.Source),
+		plen: int32(len(row.PromptIDs)), clen: int32(len(row.CompletionIDs)),
+		behavior: s.behavior(row.Behavior), label: row.Label, test: test,
+	}
+	s.ex = append(s.ex, e)
+	if e.raw != noRaw {
+		s.byRaw[e.raw] = ord
+	}
+	label, b := row.Label, e.behavior
+	s.lens[0].add(int64(e.plen), label)
+	s.lens[1].add(int64(e.clen), label)
+	s.lens[2].add(int64(e.plen+e.clen), label)
+	if int(e.plen+e.clen) > s.maxLen*9/10 {
+		s.rep.Lengths.NearLimit++
+	}
+
+	ans := &s.rep.Answers
+	addLabel(&ans.Rows, label)
+	calls := slices.Contains(row.CompletionIDs, tokenize.ToolCallsID)
+	var a answer
+	if calls {
+		if a = parseAnswer(row.Completion); !a.parsed {
+			ans.Unparsed++
+		}
+		addLabel(&ans.ToolCalls, label)
+		if a.toolText {
+			addLabel(&ans.TextAndTool, label)
+		}
+	} else {
+		addLabel(&ans.TextOnly, label)
+	}
+	s.fCalls.addBool(calls, label, b)
+	s.fText.addBool(a.toolText, label, b)
+	s.fNCalls.add(int64(len(a.calls)), label, b)
+	s.fCLen.add(int64(e.clen), label, b)
+	s.fPLen.add(int64(e.plen), label, b)
+
+	var names []string
+	for _, c := range a.calls {
+		if !slices.Contains(names, c.name) {
+			names = append(names, c.name)
+		}
+	}
+	for _, n := range names {
+		c := s.tools[n]
+		if c == nil {
+			c = &export.LabelCounts{}
+			s.tools[n] = c
+		}
+		addLabel(c, label)
+	}
+	if s.schemas == nil {
+		return
+	}
+	sr := s.schemaReport()
+	addLabel(&sr.Rows, label)
+	if len(a.calls) > 0 {
+		addLabel(&sr.WithCalls, label)
+	}
+	var probs []problemKey
+	for _, c := range a.calls {
+		addLabel(&sr.Calls, label)
+		for _, p := range s.schemas.check(c) {
+			if p.kind == ProblemUnknownTool {
+				addLabel(&sr.UnknownToolCalls, label)
+			}
+			if !slices.Contains(probs, p) {
+				probs = append(probs, p)
+			}
+		}
+	}
+	kinds := map[string]bool{}
+	for _, p := range probs {
+		kinds[p.kind] = true
+		if p.kind == ProblemUnknownTool {
+			c := s.unknownTools[p.tool]
+			if c == nil {
+				c = &export.LabelCounts{}
+				s.unknownTools[p.tool] = c
+			}
+			addLabel(c, label)
+			continue
+		}
+		c := s.problems[p]
+		if c == nil {
+			c = &export.LabelCounts{}
+			s.problems[p] = c
+		}
+		addLabel(c, label)
+	}
+	for kind, c := range map[string]*export.LabelCounts{ProblemUnknownTool: &sr.UnknownTool,
+		ProblemMissingParam: &sr.MissingRequired, ProblemUnknownParam: &sr.UnknownParam, ProblemBadArguments: &sr.BadArguments} {
+		if kinds[kind] {
+			addLabel(c, label)
+		}
+	}
+	if len(probs) > 0 {
+		addLabel(&sr.AnyProblem, label)
+	}
+	s.fUnknownTool.addBool(kinds[ProblemUnknownTool], label, b)
+	s.fMissing.addBool(kinds[ProblemMissingParam], label, b)
+	s.fUnknownParam.addBool(kinds[ProblemUnknownParam], label, b)
+}
+
+func (s *scanner) schemaReport() *SchemaReport {
+	if s.rep.Schema == nil {
+		s.rep.Schema = &SchemaReport{File: s.opt.ToolSchemas, Tools: len(s.schemas),
+			UnknownTools: []ToolUse{}, Problems: []Problem{}, Unused: []string{}}
+	}
+	return s.rep.Schema
+}
+
+// eachKTO re-reads the kto/ shards of the given splits (all when nil) with each row's ordinal.
+func (s *scanner) eachKTO(splits []string, fn func(ord int32, row *kto.KTORow)) error {
+	for _, f := range s.ktoFiles {
+		if splits != nil && !slices.Contains(splits, f.split) {
+			continue
+		}
+		ord := f.first
+		err := export.ReadBatches(f.path, 256, func(rows []kto.KTORow) error {
+			for i := range rows {
+				if int(ord) < len(s.ex) {
+					fn(ord, &rows[i])
+				}
+				ord++
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// scanRejects reads rejects.jsonl: its lines per reason and the first examples of each.
+func (s *scanner) scanRejects() error {
+	rr := &s.rep.Rejects
+	rr.File = s.opt.Rejects
+	if rr.File == "" {
+		rr.File = filepath.Join(s.dir, "rejects.jsonl")
+	}
+	fromFile := map[string]*RejectReason{}
+	f, err := os.Open(rr.File)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if s.m.Counts.Rejected > 0 {
+			rr.Note = "the rejects file is missing: reasons are the manifest's, without examples"
+		}
+	case err != nil:
+		return err
+	default:
+		rr.Found = true
+		defer f.Close()
+		dec := json.NewDecoder(bufio.NewReaderSize(f, 1<<20))
+		for {
+			var r loader.Reject
+			err := dec.Decode(&r)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				rr.Note = fmt.Sprintf("record %d of the rejects file is not JSON (%v): the rest is not shown", rr.Total+1, err)
+				break
+			}
+			rr.Total++
+			rs := fromFile[r.Reason]
+			if rs == nil {
+				rs = &RejectReason{Reason: r.Reason, Examples: []RejectExample{}}
+				fromFile[r.Reason] = rs
+			}
+			rs.Rows++
+			if len(rs.Examples) < s.opt.examples() {
+				rs.Examples = append(rs.Examples, RejectExample{Source: r.File + ":" + strconv.FormatInt(r.Line, 10),
+					Field: r.Field, Detail: r.Detail, Raw: cutHead(r.Raw, 600)})
+			}
+		}
+		if rr.Note == "" && rr.Total != s.m.Counts.Rejected {
+			rr.Note = fmt.Sprintf("the rejects file holds %d records, the manifest counts %d rejected rows", rr.Total, s.m.Counts.Rejected)
+		}
+	}
+	reasons := map[string]bool{}
+	for k := range s.m.Counts.Reasons {
+		reasons[k] = true
+	}
+	for k := range fromFile {
+		reasons[k] = true
+	}
+	for k := range reasons {
+		r := RejectReason{Reason: k, Examples: []RejectExample{}}
+		if rs := fromFile[k]; rs != nil {
+			r = *rs
+		}
+		if n, ok := s.m.Counts.Reasons[k]; ok {
+			r.Rows = n
+		}
+		rr.Reasons = append(rr.Reasons, r)
+	}
+	slices.SortFunc(rr.Reasons, func(a, b RejectReason) int {
+		if a.Rows != b.Rows {
+			return cmpInt64(b.Rows, a.Rows)
+		}
+		return strings.Compare(a.Reason, b.Reason)
+	})
+	return nil
+}
+
+// rawInput is how one manifest input is re-read.
+type rawInput struct {
+	open func(loader.Config) (*loader.Reader, error)
+}
+
+func (s *scanner) resolveInputs() []rawInput {
+	out := make([]rawInput, len(s.m.Inputs))
+	s.rep.Inputs = make([]InputStatus, len(s.m.Inputs))
+	for i, in := range s.m.Inputs {
+		st := &s.rep.Inputs[i]
+		st.Name = in.Name
+		path := in.Name
+		if len(s.opt.Inputs) > 0 {
+			path = s.opt.Inputs[i]
+		}
+		switch {
+		case path == testdata.SampleName:
+			st.Path, st.Found = path, true
+			out[i].open = func(c loader.Config) (*loader.Reader, error) {
+				return loader.NewReader(bytes.NewReader(testdata.SampleJSONL), testdata.SampleName, c)
+			}
+		case path == "-":
+			st.Note = "read from stdin by prep: pass the file with --input to use it"
+		default:
+			fi, err := os.Stat(path)
+			if err != nil || fi.IsDir() {
+				st.Path = path
+				st.Note = "not found from the current directory: pass it with --input"
+				continue
+			}
+			st.Path, st.Found = path, true
+			out[i].open = func(c loader.Config) (*loader.Reader, error) { return loader.Open(path, c) }
+		}
+	}
+	return out
+}
+
+// eachRaw streams the found inputs, calling fn for every valid row that is a kto/ row. The
+// first call records the inputs' status.
+func (s *scanner) eachRaw(inputs []rawInput, record bool, fn func(ord int32, row *loader.Row)) {
+	cfg := loader.Config{MissingLabel: new(bool)} // the shards have the labels; rows without one still match
+	if v, ok := s.m.ConfigInt("max_line_bytes"); ok && v > 0 && v <= math.MaxInt32 {
+		cfg.MaxLineBytes = int(v)
+	}
+	for i, in := range inputs {
+		if in.open == nil {
+			continue
+		}
+		st := &s.rep.Inputs[i]
+		r, err := in.open(cfg)
+		if err != nil {
+			if record {
+				st.Found, st.Note = false, err.Error()
+			}
+			continue
+		}
+		for {
+			row, err := r.Read()
+			if errors.Is(err, io.EOF) {
+				if record {
+					sum, _ := r.Digest()
+					st.SHA256OK = sum == s.m.Inputs[i].SHA256
+					if !st.SHA256OK && st.Note == "" {
+						st.Note = "its sha256 differs from the manifest's: the file changed since prep, raw features may not match the shards"
+					}
+				}
+				break
+			}
+			var re *loader.RowError
+			if errors.As(err, &re) {
+				continue
+			}
+			if err != nil {
+				if record {
+					st.Note = fmt.Sprintf("read error after %d rows: %v", st.Rows, err)
+				}
+				break
+			}
+			if record {
+				st.Rows++
+			}
+			ord, ok := s.byRaw[rawKey(i, row.Line)]
+			if !ok {
+				continue
+			}
+			if record {
+				st.Matched++
+			}
+			fn(ord, &row)
+		}
+		r.Close()
+	}
+}
+
+// scanRaw reads the inputs for the features rendering loses, and runs the near-duplicate
+// search: test rows indexed first, then train rows looked up.
+func (s *scanner) scanRaw() error {
+	inputs := s.resolveInputs()
+	all := len(inputs) > 0
+	for _, st := range s.rep.Inputs {
+		all = all && st.Found
+	}
+	nd := &s.rep.Dups.NearDup
+	nd.Threshold = NearDupThreshold
+	indexTest := func(ord int32, text string) {
+		if s.ex[ord].test {
+			s.lsh.add(ord, normalize(text))
+		}
+	}
+	s.eachRaw(inputs, true, func(ord int32, row *loader.Row) {
+		e := &s.ex[ord]
+		sys := len(row.Messages) > 0 && row.Messages[0].Role == "system"
+		addLabel(&s.rep.Answers.Matched, e.label)
+		if sys {
+			addLabel(&s.rep.Answers.SystemPrompt, e.label)
+		}
+		s.fSystem.addBool(sys, e.label, e.behavior)
+		s.fTurns.add(int64(max(len(row.Messages)-1, 0)), e.label, e.behavior)
+		if all {
+			indexTest(ord, turnsText(row))
+		}
+	})
+	all = all && !slices.ContainsFunc(s.rep.Inputs, func(st InputStatus) bool { return !st.Found })
+	matched := int64(0)
+	for _, st := range s.rep.Inputs {
+		matched += st.Matched
+	}
+	if all && matched == int64(len(s.ex)) {
+		nd.Compared = "the prompt's turns from the raw inputs, system messages left out (their shared boilerplate would make unrelated prompts look alike), normalized"
+		s.best = newMatches(len(s.lsh.sigs))
+		s.eachRaw(inputs, false, func(ord int32, row *loader.Row) {
+			if !s.ex[ord].test {
+				s.query(ord, normalize(turnsText(row)))
+			}
+		})
+		return nil
+	}
+	// Without every input, compare the rendered prompts from the shards.
+	s.lsh = newLSHIndex()
+	nd.Compared = "the rendered prompts from kto/ (system messages included), normalized"
+	nd.Note = "not every kto/ row was found in the raw inputs, so the rendered prompts were compared; a long shared system prompt can make unrelated prompts look alike"
+	if err := s.eachKTO([]string{"test"}, func(ord int32, row *kto.KTORow) { s.lsh.add(ord, normalize(row.Prompt)) }); err != nil {
+		return err
+	}
+	s.best = newMatches(len(s.lsh.sigs))
+	return s.eachKTO([]string{"train"}, func(ord int32, row *kto.KTORow) { s.query(ord, normalize(row.Prompt)) })
+}
+
+func (s *scanner) query(ord int32, text string) {
+	s.lsh.query(text, func(i int32, sim float64, identical bool) {
+		b := &s.best[i]
+		if b.ord < 0 || sim > b.sim || sim == b.sim && ord < b.ord {
+			b.ord, b.sim = ord, sim
+		}
+		b.identical = b.identical || identical
+	})
+}
+
+func newMatches(n int) []match {
+	m := make([]match, n)
+	for i := range m {
+		m[i].ord = -1
+	}
+	return m
+}
+
+// turnsText is a raw row's prompt turns without system messages: roles, texts and tool
+// calls.
+func turnsText(row *loader.Row) string {
+	var b strings.Builder
+	msgs := row.Messages
+	if n := len(msgs); n > 0 && msgs[n-1].Role == "assistant" {
+		msgs = msgs[:n-1]
+	}
+	for _, m := range msgs {
+		if m.Role == "system" {
+			continue
+		}
+		b.WriteString(m.Role)
+		b.WriteString(": ")
+		b.WriteString(m.Text())
+		for _, tc := range m.ToolCalls {
+			b.WriteByte(' ')
+			b.WriteString(tc.Name)
+			b.Write(tc.Arguments)
+		}
+		b.WriteByte('\n')
+	}
+	return b.String()
+}
+
+// scanPacking reads kto_packed/ and sft/: each row's fill.
+func (s *scanner) scanPacking() error {
+	for _, kind := range []string{export.KindKTOPacked, export.KindSFT} {
+		files := s.shardFiles(kind)
+		if len(files) == 0 {
+			continue
+		}
+		pk := PackKind{Kind: kind, Fill: Histogram{Lo: 0, Width: 0.05}}
+		var splits []string
+		for _, f := range files {
+			if !slices.Contains(splits, f.split) {
+				splits = append(splits, f.split)
+			}
+		}
+		infos := s.m.Packing.KTOPacked
+		if kind == export.KindSFT {
+			infos = s.m.Packing.SFT
+		}
+		for _, split := range splits {
+			ps := PackSplit{Split: split, Manifest: infos[split], MinFill: 1}
+			counts := make([]int64, 20)
+			add := func(tokens, length int) {
+				if length == 0 {
+					return
+				}
+				fill := float64(tokens) / float64(length)
+				ps.Rows++
+				ps.Tokens += int64(tokens)
+				ps.MinFill = math.Min(ps.MinFill, fill)
+				counts[min(int(fill*20), 19)]++
+			}
+			for _, f := range files {
+				if f.split != split {
+					continue
+				}
+				var err error
+				if kind == export.KindKTOPacked {
+					err = export.ReadBatches(f.path, 64, func(rows []kto.PackedRow) error {
+						for _, r := range rows {
+							n := 0
+							for _, sid := range r.SegmentIDs {
+								if sid != 0 {
+									n++
+								}
+							}
+							add(n, len(r.SegmentIDs))
+						}
+						return nil
+					})
+				} else {
+					err = export.ReadBatches(f.path, 64, func(rows []kto.SFTRow) error {
+						for _, r := range rows {
+							n := 0
+							for _, l := range r.SeqLengths {
+								n += int(l)
+							}
+							add(n, len(r.InputIDs))
+						}
+						return nil
+					})
+				}
+				if err != nil {
+					return err
+				}
+			}
+			if ps.Rows == 0 {
+				ps.MinFill = 0
+			} else if s.maxLen > 0 {
+				ps.Fill = float64(ps.Tokens) / (float64(ps.Rows) * float64(s.maxLen))
+			}
+			pk.Splits = append(pk.Splits, ps)
+			pk.Fill.Series = append(pk.Fill.Series, Series{Name: split, Counts: counts})
+		}
+		s.rep.Packing = append(s.rep.Packing, pk)
+	}
+	return nil
+}
+
+// histAcc counts lengths per label in bins fixed up front.
+type histAcc struct {
+	width  float64
+	counts [2][]int64
+}
+
+// newHistAcc makes about 40 bins of a round width (1, 2 or 5 × 10^k) covering 0..top.
+func newHistAcc(top int64) *histAcc {
+	w := niceWidth(float64(top)/40, 1)
+	n := int(float64(top)/w) + 1
+	return &histAcc{width: w, counts: [2][]int64{make([]int64, n), make([]int64, n)}}
+}
+
+func niceWidth(raw, least float64) float64 {
+	if raw <= least {
+		return least
+	}
+	mag := math.Pow(10, math.Floor(math.Log10(raw)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if m*mag >= raw {
+			return m * mag
+		}
+	}
+	return 10 * mag
+}
+
+func (h *histAcc) add(v int64, label bool) {
+	c := h.counts[li(label)]
+	c[min(max(int(float64(v)/h.width), 0), len(c)-1)]++
+}
+
+func (h *histAcc) histogram() Histogram {
+	return Histogram{Lo: 0, Width: h.width, Series: []Series{
+		{Name: "desirable", Counts: h.counts[1]}, {Name: "undesirable", Counts: h.counts[0]}}}
+}
+
+// cutHead keeps the first n runes of s, marking a cut with "…".
+func cutHead(s string, n int) string {
+	i := 0
+	for k := range s {
+		if i == n {
+			return s[:k] + "…"
+		}
+		i++
+	}
+	return s
+}
+
+// cutTail keeps the last n runes of s, marking a cut with "…".
+func cutTail(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return "…" + string(r[len(r)-n:])
+}
