@@ -1,0 +1,98 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// runCLI runs the CLI in-process and returns its exit code and stdout.
+func runCLI(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	rootCmd.SetOut(&out)
+	rootCmd.SetErr(&errb)
+	defer rootCmd.SetOut(nil)
+	defer rootCmd.SetErr(nil)
+	resetFlags(rootCmd)
+	code := run(args)
+	if code != 0 {
+		t.Logf("stderr: %s", errb.String())
+	}
+	return code, out.String()
+}
+
+func TestPrepCLI(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "shards")
+	code, stdout := runCLI(t, "prep", "--offline", "--out", out, "--json", "--no-progress", "--test-frac", "0.1",
+		"--input", "../../testdata/broken.jsonl", "--max-line-bytes", "4096")
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	var m struct {
+		Counts struct{ Read, Written, Rejected int64 }
+		Tokenizer struct{ Demo bool }
+	}
+	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
+		t.Fatalf("--json output is not JSON: %v\n%s", err, stdout)
+	}
+	if m.Counts.Read != 28 || m.Counts.Read != m.Counts.Written+m.Counts.Rejected || !m.Tokenizer.Demo {
+		t.Errorf("summary %+v", m)
+	}
+	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err != nil {
+		t.Fatal(err)
+	}
+	// A finished directory needs --force: a usage error.
+	if code, _ := runCLI(t, "prep", "--offline", "--out", out, "--no-progress"); code != 2 {
+		t.Errorf("rerun without --force: exit %d, want 2", code)
+	}
+	// --strict stops at the first bad row: a failure.
+	if code, _ := runCLI(t, "prep", "--offline", "--out", filepath.Join(dir, "s"), "--no-progress", "--strict",
+		"--input", "../../testdata/broken.jsonl"); code != 1 {
+		t.Errorf("--strict with bad rows: exit %d, want 1", code)
+	}
+	// Bad flag values are usage errors.
+	for _, args := range [][]string{
+		{"prep", "--offline", "--out", filepath.Join(dir, "u1"), "--format", "csv"},
+		{"prep", "--offline", "--out", filepath.Join(dir, "u2"), "--truncate", "middle"},
+		{"prep", "--offline", "--out", filepath.Join(dir, "u3"), "--kto-batch-size", "1"},
+		{"prep", "--no-such-flag"},
+		{"no-such-command"},
+	} {
+		if code, _ := runCLI(t, args...); code != 2 {
+			t.Errorf("%v: exit %d, want 2", args, code)
+		}
+	}
+	// An explicit tokenizer path that does not load is an error, never the demo.
+	if code, _ := runCLI(t, "prep", "--out", filepath.Join(dir, "t"), "--no-progress", "--tokenizer", filepath.Join(dir, "nope")); code != 1 {
+		t.Errorf("missing --tokenizer path: exit %d, want 1", code)
+	}
+	// The embedded demo run: the README's first command.
+	if code, _ := runCLI(t, "prep", "--offline", "--out", filepath.Join(dir, "demo"), "--no-progress"); code != 0 {
+		t.Errorf("demo run: exit %d", code)
+	}
+}
+
+// resetFlags puts every flag of cmd and its subcommands back to its default, since the
+// commands are package globals shared by in-process runs.
+func resetFlags(cmd *cobra.Command) {
+	reset := func(f *pflag.Flag) {
+		if sv, ok := f.Value.(pflag.SliceValue); ok {
+			sv.Replace(nil)
+		} else {
+			f.Value.Set(f.DefValue)
+		}
+		f.Changed = false
+	}
+	cmd.Flags().VisitAll(reset)
+	cmd.PersistentFlags().VisitAll(reset)
+	for _, c := range cmd.Commands() {
+		resetFlags(c)
+	}
+}
