@@ -130,11 +130,11 @@ func (c *chunkCache) get(chunk string) ([]int32, bool) {
 // put stores ids for chunk and returns the stored copy.
 func (c *chunkCache) put(chunk string, ids []int32) []int32 {
 	if c.cur == nil {
-		c.cur = make(map[string]span, cacheGenSize)
+		c.cur = make(map[string]span)
 	}
 	if len(c.cur) >= cacheGenSize {
 		if c.old == nil {
-			c.old = make(map[string]span, cacheGenSize)
+			c.old = make(map[string]span)
 		}
 		c.cur, c.old = c.old, c.cur
 		c.curIDs, c.oldIDs = c.oldIDs, c.curIDs

@@ -256,6 +256,37 @@ func naiveBPE(m *model, text string, prefix bool) []int32 {
 	}
 }
 
+// TestEncoderMatchesPlainBPE: chunking, caching, the small-chunk loop and the heap loop
+// together give what the plain definition gives, on the goldens, Nexus texts and seeded random
+// strings over an alphabet rich in spaces and byte-fallback characters (long ones take the
+// heap path).
+func TestEncoderMatchesPlainBPE(t *testing.T) {
+	tk := mistralOrTiny(t)
+	texts := nexusTexts(t, 500)
+	if dir := shared.Find(); dir != "" {
+		for _, c := range loadGolden(t).Cases {
+			texts = append(texts, c.Text)
+		}
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	alphabet := []rune("aeiou tnsrl  ▁\n\t.,0129😀é中\x00{}\"")
+	for i := 0; i < 2000; i++ {
+		w := make([]rune, rng.IntN(80))
+		for j := range w {
+			w[j] = alphabet[rng.IntN(len(alphabet))]
+		}
+		texts = append(texts, string(w))
+	}
+	for _, s := range texts {
+		for _, first := range []bool{true, false} {
+			prefix := first && s != "" && !startsWithSpace(s)
+			if got, want := tk.AppendText(nil, s, first), naiveBPE(tk.m, s, prefix); !slices.Equal(got, want) {
+				t.Fatalf("%q first=%v:\n got %v\nwant %v", abbrevText(s), first, got, want)
+			}
+		}
+	}
+}
+
 // mistralOrTiny is the real tokenizer (HF mode) when the shared folder is there, else a tiny
 // one, so that the fuzz seeds run on any clone.
 func mistralOrTiny(t testing.TB) *Tokenizer {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"sort"
 	"strings"
 )
 
@@ -87,7 +88,13 @@ func parseHFJSON(data []byte) (*model, error) {
 	m.pieces = make([]string, n)
 	m.kinds = make([]pieceKind, n)
 	seen := make([]bool, n)
-	for p, id := range mj.Vocab {
+	spellings := make([]string, 0, n)
+	for p := range mj.Vocab {
+		spellings = append(spellings, p)
+	}
+	sort.Strings(spellings) // a bad vocabulary is reported the same way every time
+	for _, p := range spellings {
+		id := mj.Vocab[p]
 		if id < 0 || int(id) >= n || seen[id] {
 			return nil, malformed("model.vocab", "ids are not 0..%d, each once (%q has %d)", n-1, p, id)
 		}
@@ -130,6 +137,10 @@ func parseHFJSON(data []byte) (*model, error) {
 		res, resok := mj.Vocab[a+b]
 		if !lok || !rok || !resok {
 			return nil, malformed(fmt.Sprintf("model.merges[%d]", i), "%q + %q: piece not in the vocabulary", a, b)
+		}
+		// Control tokens are never produced from text, and byte pieces only by fallback.
+		if m.kinds[l] != kindNormal || m.kinds[r] != kindNormal || m.kinds[res] != kindNormal {
+			return nil, unsupported(fmt.Sprintf("model.merges[%d]", i), "%q + %q involves a control or byte piece", a, b)
 		}
 		// A repeated merge takes its later rank, as tokenizers' HashMap collect does.
 		m.merges[pairKey(l, r)] = mergeRule{rank: int32(i), id: res}

@@ -36,7 +36,7 @@ func TestPrepCLI(t *testing.T) {
 		t.Fatalf("exit %d", code)
 	}
 	var m struct {
-		Counts struct{ Read, Written, Rejected int64 }
+		Counts    struct{ Read, Written, Rejected int64 }
 		Tokenizer struct{ Demo bool }
 	}
 	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
