@@ -122,7 +122,14 @@ func openArrow[T any](path string, ra ipc.ReadAtSeeker, l *layout) (ar *arrowRea
 			ar, err = nil, corruptf(path, "arrow: %v", p)
 		}
 	}()
-	r, err := ipc.NewFileReader(ra, ipc.WithAllocator(memory.NewGoAllocator()))
+	size, err := ra.Seek(0, io.SeekEnd)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ra.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	r, err := newArrowFileReader(ra, size)
 	if err != nil {
 		return nil, corruptf(path, "arrow: %v", err)
 	}

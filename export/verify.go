@@ -21,8 +21,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/apache/arrow-go/v18/arrow/ipc"
-	"github.com/apache/arrow-go/v18/arrow/memory"
 	"github.com/parquet-go/parquet-go"
 
 	"github.com/ktoloader/ktoloader/kto"
@@ -424,17 +422,17 @@ func fileColumns(p string, format Format) (cols []ColumnType, err error) {
 		return nil, err
 	}
 	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
 	if format == FormatArrow {
-		r, err := ipc.NewFileReader(f, ipc.WithAllocator(memory.NewGoAllocator()))
+		r, err := newArrowFileReader(f, st.Size())
 		if err != nil {
 			return nil, corruptf(p, "arrow: %v", err)
 		}
 		defer r.Close()
 		return ArrowColumns(r.Schema()), nil
-	}
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
 	}
 	pf, err := parquet.OpenFile(f, st.Size())
 	if err != nil {

@@ -35,6 +35,9 @@ func KeyOf(ex *tokenize.Example) Key {
 // define the same groups. A 64-bit collision only merges two groups, which keeps the
 // no-prompt-on-both-sides guarantee.
 func GroupKey(ex *tokenize.Example) uint64 {
+	if ex.Group != 0 { // tokenize's request-level group (system message left out)
+		return ex.Group
+	}
 	if ex.Prompt != "" {
 		return hashString(fnvOffset, ex.Prompt)
 	}

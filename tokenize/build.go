@@ -2,6 +2,7 @@ package tokenize
 
 import (
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/ktoloader/ktoloader/loader"
@@ -83,6 +84,7 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 		Label:         row.Label,
 		Behavior:      row.Behavior,
 		Source:        row.Source(),
+		Group:         GroupOf(r.Messages),
 		RepairedIDs:   r.RepairedIDs,
 		TextWithTools: r.TextWithTools,
 	}
@@ -112,4 +114,38 @@ func (m *Mistral) appendSegment(dst []int32, s Segment) []int32 {
 		return append(dst, s.Control)
 	}
 	return m.Tok.AppendText(dst, s.Text, false)
+}
+
+// GroupOf is Example.Group for a conversation: a 64-bit FNV-1a hash over every message before the
+// final assistant message except the system message (role, text, tool-call names and
+// arguments, tool results), with whitespace runs collapsed to one space and letters
+// lower-cased, so that rows asking the same thing in the same words share a group.
+func GroupOf(msgs []loader.Message) uint64 {
+	h := uint64(14695981039346656037)
+	add := func(s string) {
+		for _, b := range []byte(strings.Join(strings.Fields(strings.ToLower(s)), " ")) {
+			h = (h ^ uint64(b)) * 1099511628211
+		}
+		h = (h ^ 0xff) * 1099511628211 // field separator: "ab","c" differs from "a","bc"
+	}
+	last := len(msgs) - 1
+	for last >= 0 && msgs[last].Role != "assistant" {
+		last--
+	}
+	for i := 0; i < last; i++ {
+		m := &msgs[i]
+		if m.Role == "system" {
+			continue
+		}
+		add(m.Role)
+		add(m.Text())
+		for _, tc := range m.ToolCalls {
+			add(tc.Name)
+			add(string(tc.Arguments))
+		}
+	}
+	if h == 0 {
+		h = 1
+	}
+	return h
 }

@@ -243,3 +243,22 @@ func BenchmarkExample(b *testing.B) {
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "rows/s")
 	b.ReportMetric(float64(tokens)/b.Elapsed().Seconds(), "tokens/s")
 }
+
+// TestGroupOf: rows that ask the same thing share a group whatever their system message
+// (Nexus puts per-row session ids there) or spacing; a different request does not.
+func TestGroupOf(t *testing.T) {
+	s := func(v string) *string { return &v }
+	conv := func(sys, user, answer string) []loader.Message {
+		return []loader.Message{{Role: "system", Content: s(sys)}, {Role: "user", Content: s(user)}, {Role: "assistant", Content: s(answer)}}
+	}
+	a := GroupOf(conv("<sessionId>s_1</sessionId>", "Find my  notes", "ok"))
+	if b := GroupOf(conv("<sessionId>s_2</sessionId>", "find my notes ", "different answer")); a != b {
+		t.Error("same request, other system message, spacing and answer: different groups")
+	}
+	if c := GroupOf(conv("<sessionId>s_1</sessionId>", "Find my old notes", "ok")); a == c {
+		t.Error("different requests share a group")
+	}
+	if d := GroupOf(conv("x", "Find myno tes", "ok")); a == d {
+		t.Error("word boundaries ignored")
+	}
+}

@@ -28,6 +28,14 @@ type Example struct {
 	Behavior string
 	Source   string // file:line
 
+	// Group names the request this example answers, for the group-aware split: a hash of
+	// the conversation before the final assistant message WITHOUT the system message, with
+	// whitespace runs collapsed and letters lower-cased. The system message is left out
+	// because real data (Nexus) puts per-row session and workspace ids there: grouping on the
+	// whole prompt let the desirable and undesirable answers to one request land on both
+	// sides of the split. 0 means unknown (kto then hashes the prompt).
+	Group uint64
+
 	RepairedIDs   int  // tool-call ids replaced because the template refuses them
 	TextWithTools bool // an assistant message held both text and tool calls
 }

@@ -7,12 +7,14 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/export/report"
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
@@ -70,6 +72,9 @@ type prepFlags struct {
 	asJSON    bool
 	maxReject float64
 	noBar     bool
+	report    string
+	cpuProf   string
+	memProf   string
 }
 
 func init() {
@@ -115,6 +120,12 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.BoolVar(&f.asJSON, "json", false, "print the manifest as the machine-readable summary on stdout")
 	fl.Float64Var(&f.maxReject, "max-reject-frac", 0, "fail (exit 1) when more than this fraction of rows is rejected (0: never)")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar even on a terminal")
+	fl.StringVar(&f.report, "report", "", "also write the HTML data-quality report (--report alone: OUT/report.html)")
+	fl.Lookup("report").NoOptDefVal = "-"
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
+	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
+	fl.MarkHidden("cpuprofile")
+	fl.MarkHidden("memprofile")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -180,7 +191,23 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 			}
 		}
 	}
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	m, err := pipeline.Run(cfg)
+	if f.memProf != "" {
+		if perr := writeHeapProfile(f.memProf); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	if bar != nil {
 		bar.Finish()
 	}
@@ -189,6 +216,19 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 			return usageError{err}
 		}
 		return err
+	}
+	if f.report != "" {
+		path := f.report
+		if path == "-" {
+			path = ""
+		}
+		r, err := report.Write(f.out, path, report.Options{})
+		if err != nil {
+			return fmt.Errorf("report: %w", err)
+		}
+		if !f.asJSON {
+			defer r.WriteSummary(cmd.OutOrStdout())
+		}
 	}
 	if f.asJSON {
 		b, err := m.Marshal()
@@ -200,6 +240,18 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	}
 	printManifest(cmd.OutOrStdout(), m, filepath.Clean(f.out))
 	return nil
+}
+
+func writeHeapProfile(path string) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // printManifest is prep's end-of-run summary table.

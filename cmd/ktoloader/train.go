@@ -193,7 +193,7 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		_ = bar.Finish()
 	}
 	if err != nil {
-		if errors.Is(err, train.ErrBadOption) {
+		if errors.Is(err, train.ErrBadOption) || errors.Is(err, train.ErrCheckpointExists) {
 			return usageError{fmt.Errorf("train: %w", err)}
 		}
 		return fmt.Errorf("train: %w", err)

@@ -163,11 +163,11 @@ func (x *lshIndex) add(ord int32, text string) {
 	}
 }
 
-// match is the best near-duplicate in the other split found for an indexed row.
+// match is the most similar row of the other split found for an indexed row.
 type match struct {
 	ord       int32 // the other row's ordinal; -1 for none
 	sim       float64
-	identical bool // equal after normalization
+	identical bool // some row of the other split is equal after normalization
 }
 
 // query calls found for every indexed row whose signature is at least NearDupThreshold

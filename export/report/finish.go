@@ -28,7 +28,7 @@ func (s *scanner) finish() error {
 	}
 	err := s.eachKTO(nil, func(ord int32, row *kto.KTORow) {
 		if _, ok := rows[ord]; ok {
-			rows[ord] = &ExampleRow{Source: row.Source, Split: splitName(s.ex[ord].test, row), Label: row.Label,
+			rows[ord] = &ExampleRow{Source: row.Source, Split: splitName(s.ex[ord].test), Label: row.Label,
 				Behavior: row.Behavior, Prompt: cutTail(row.Prompt, promptTail), Completion: cutHead(row.Completion, completionHead)}
 		}
 	})
@@ -40,7 +40,7 @@ func (s *scanner) finish() error {
 	return nil
 }
 
-func splitName(test bool, _ *kto.KTORow) string {
+func splitName(test bool) string {
 	if test {
 		return "test"
 	}

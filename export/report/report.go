@@ -154,11 +154,12 @@ type RejectExample struct {
 	Raw    string `json:"raw"`
 }
 
-// Histogram counts values in equal bins: bin i holds [Lo+i·Width, Lo+(i+1)·Width); the last
-// bin also holds everything above.
+// Histogram counts values in equal bins: bin i holds [Lo+i·Width, Lo+(i+1)·Width); when
+// Open, the last bin also holds everything above.
 type Histogram struct {
 	Lo     float64  `json:"lo"`
 	Width  float64  `json:"width"`
+	Open   bool     `json:"last_bin_open,omitempty"`
 	Series []Series `json:"series"`
 }
 

@@ -71,7 +71,6 @@ type scanner struct {
 	unknownTools                          map[string]*export.LabelCounts
 	lsh                                   *lshIndex
 	best                                  []match // per lsh entry
-	crossRowsUnmatched                    int64
 }
 
 func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *scanner {
@@ -103,15 +102,24 @@ func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *s
 			s.inputIdx[in.Name] = i
 		}
 	}
-	// Bins are fixed before reading: the manifest knows the longest example.
-	top := func(d export.Dist) int64 { return max(d.Max, 1) }
-	s.lens[0] = newHistAcc(top(m.Tokens.Prompt))
-	s.lens[1] = newHistAcc(top(m.Tokens.Completion))
-	s.lens[2] = newHistAcc(max(top(m.Tokens.Total), int64(maxLen)))
+	// Bins are fixed before reading: the manifest knows the lengths' p95 and maximum. Prompt
+	// and answer lengths are drawn up to twice their p95, which keeps the bulk readable when
+	// a few rows are very long (the last bin holds the rest); the total always reaches
+	// --max-len, which it is drawn against.
+	upTo := func(d export.Dist) int64 {
+		if d.P95 > 0 && 2*d.P95 < d.Max {
+			return 2 * d.P95
+		}
+		return max(d.Max, 1)
+	}
+	s.lens[0] = newHistAcc(upTo(m.Tokens.Prompt), m.Tokens.Prompt.Max)
+	s.lens[1] = newHistAcc(upTo(m.Tokens.Completion), m.Tokens.Completion.Max)
+	s.lens[2] = newHistAcc(max(m.Tokens.Total.Max, int64(maxLen), 1), m.Tokens.Total.Max)
 
 	s.fCalls = newFeature("answer calls a tool", "shards", true)
 	s.fText = newFeature("answer has text beside its tool calls", "shards", true)
 	s.fNCalls = newFeature("tool calls in the answer", "shards", false)
+	s.fNCalls.refines = s.fCalls.name
 	s.fCLen = newFeature("answer length (tokens)", "shards", false)
 	s.fPLen = newFeature("prompt length (tokens)", "shards", false)
 	if schemas != nil {
@@ -121,6 +129,7 @@ func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *s
 	}
 	s.fSystem = newFeature("prompt has a system message", "raw inputs", true)
 	s.fTurns = newFeature("messages in the prompt", "raw inputs", false)
+	s.fTurns.refines = s.fSystem.name // in chat data, mostly whether a system message leads
 	return s
 }
 
@@ -710,14 +719,16 @@ func (s *scanner) scanPacking() error {
 // histAcc counts lengths per label in bins fixed up front.
 type histAcc struct {
 	width  float64
+	open   bool // the last bin also holds everything above it
 	counts [2][]int64
 }
 
-// newHistAcc makes about 40 bins of a round width (1, 2 or 5 × 10^k) covering 0..top.
-func newHistAcc(top int64) *histAcc {
-	w := niceWidth(float64(top)/40, 1)
+// newHistAcc makes 24 to 60 bins of a round width (1, 2 or 5 × 10^k) covering 0..top;
+// values up to most may lie beyond top.
+func newHistAcc(top, most int64) *histAcc {
+	w := niceWidth(float64(top)/60, 1)
 	n := int(float64(top)/w) + 1
-	return &histAcc{width: w, counts: [2][]int64{make([]int64, n), make([]int64, n)}}
+	return &histAcc{width: w, open: most >= int64(float64(n)*w), counts: [2][]int64{make([]int64, n), make([]int64, n)}}
 }
 
 func niceWidth(raw, least float64) float64 {
@@ -739,7 +750,7 @@ func (h *histAcc) add(v int64, label bool) {
 }
 
 func (h *histAcc) histogram() Histogram {
-	return Histogram{Lo: 0, Width: h.width, Series: []Series{
+	return Histogram{Lo: 0, Width: h.width, Open: h.open, Series: []Series{
 		{Name: "desirable", Counts: h.counts[1]}, {Name: "undesirable", Counts: h.counts[0]}}}
 }
 

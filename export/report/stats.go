@@ -56,6 +56,9 @@ type Shortcut struct {
 	No             *export.LabelCounts `json:"no,omitempty"`
 	WithinBehavior *float64            `json:"within_behavior_accuracy,omitempty"`
 	ByBehavior     []BehaviorSplit     `json:"by_behavior,omitempty"`
+	// Refines names the yes/no feature this count refines (tool calls in the answer refine
+	// "answer calls a tool"); findings report it only when it predicts better.
+	Refines string `json:"refines,omitempty"`
 }
 
 // BehaviorSplit is a binary feature within one behavior.
@@ -71,7 +74,7 @@ type BehaviorSplit struct {
 type feature struct {
 	name, from string
 	binary     bool
-	yesWord    string // binary rules read "<yesWord> → label"; default "yes"
+	refines    string
 	counts     map[int64]*[2]int64
 	byBehavior map[int32]*[2][2]int64 // binary: behavior → [value][label]
 }
@@ -189,23 +192,19 @@ func (f *feature) result(behaviors []string) Shortcut {
 	}
 	auc, acc, thr, above, total := separation(vals)
 	s := Shortcut{Feature: f.name, From: f.from, Binary: f.binary, Rows: total[0] + total[1],
-		Accuracy: acc, AUC: auc, Strength: math.Max(auc, 1-auc)}
+		Accuracy: acc, AUC: auc, Strength: math.Max(auc, 1-auc), Refines: f.refines}
 	if s.Rows > 0 {
 		s.Baseline = float64(max(total[0], total[1])) / float64(s.Rows)
 	}
 	s.Level = levelOf(s.Strength)
-	if total[0] == 0 || total[1] == 0 {
-		s.Level = LevelNone
+	if total[0] == 0 || total[1] == 0 || len(vals) < 2 {
+		s.Level = LevelNone // one label, or one value: nothing to learn from it
 	}
 	switch {
 	case thr == math.MaxInt64:
 		s.Rule = "always " + labelWord(above)
 	case f.binary:
-		yes := f.yesWord
-		if yes == "" {
-			yes = "yes"
-		}
-		s.Rule = fmt.Sprintf("%s → %s", yes, labelWord(above))
+		s.Rule = "yes → " + labelWord(above)
 	default:
 		s.Rule = fmt.Sprintf("≥ %d → %s", thr, labelWord(above))
 	}

@@ -133,6 +133,10 @@ func Run(cfg Config) (*export.Manifest, error) {
 				re := it.bad
 				if re == nil && it.err != nil {
 					re = &loader.RowError{File: it.row.File, Line: it.row.Line, Err: it.err, Raw: it.row.Raw}
+					var le *kto.LengthError
+					if errors.As(it.err, &le) {
+						re.Detail = le.Error() // carries the length, for people and the report
+					}
 					var te *tokenize.TemplateError
 					if errors.As(it.err, &te) {
 						re.Field = te.Field

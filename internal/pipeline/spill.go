@@ -77,6 +77,7 @@ func (s *spill) Append(ex *tokenize.Example) (int, error) {
 	b = putStr(b, ex.Behavior)
 	b = putStr(b, ex.Source)
 	b = putU(b, uint64(ex.RepairedIDs))
+	b = binary.LittleEndian.AppendUint64(b, ex.Group)
 	s.buf = b
 	if _, err := s.w.Write(b); err != nil {
 		return 0, err
@@ -119,6 +120,11 @@ func (s *spill) Get(i int) (tokenize.Example, error) {
 	ex.Behavior = d.str()
 	ex.Source = d.str()
 	ex.RepairedIDs = int(d.u())
+	if len(d.b) >= 8 {
+		ex.Group = binary.LittleEndian.Uint64(d.b)
+	} else {
+		d.err = errCorruptSpill
+	}
 	if d.err != nil {
 		return ex, fmt.Errorf("example %d: %w", i, d.err)
 	}

@@ -140,25 +140,31 @@ type Shape struct {
 	VocabSize int
 }
 
-// Batch is one KTO batch as the graphs consume it, host-side. Arrays of Rows×MaxLen are
-// row-major. Labels/TargetSlot/KLSlot implement the shift: position t predicts token t+1
-// of its own sequence, and counts only when t+1 is a completion token (loss_mask) of the
-// same segment; such a position carries the example's slot, every other position −1.
-// This is TRL's get_batch_logps (labels[:, 1:], logits[:, :-1], prompt labels −100).
+// Batch is one KTO batch as the graphs consume it, host-side. Row arrays are Rows×MaxLen,
+// row-major. The scored positions implement the shift of TRL's get_batch_logps
+// (labels[:, 1:] against logits[:, :-1], prompt labels −100): position t of a row is
+// scored when token t+1 is a completion token (loss_mask) of t's own sequence, and its
+// label is token t+1. Only those positions reach the LM head: LabelPos lists them as flat
+// indexes r·MaxLen+t, padded to a bucketed length with position 0, label 0 and slot −1.
+// TargetSlot (KLSlot) is the example index when the sequence is a target (a KL pair), else −1.
 type Batch struct {
 	Index   int64 // batch_index
 	NumRows int   // rows holding data; Rows − NumRows are padding rows
 	Rows    int
 
-	InputIDs, PositionIDs, SegmentIDs, Labels []int32
-	TargetSlot, KLSlot                        []int32
-	Desirable, Present, KLPresent             []float32 // [BatchSize]
+	InputIDs, PositionIDs, SegmentIDs []int32
+
+	NumLabels                            int // scored positions; the arrays below are padded
+	LabelPos, Labels, TargetSlot, KLSlot []int32
+
+	Desirable, Present, KLPresent []float32 // [BatchSize]
 
 	Tokens int // non-padding tokens
 }
 
 // bucketRows rounds n up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, …: at most 1.5× the
-// rows, and a handful of shapes (each a compiled graph).
+// size, and a handful of shapes (each a compiled graph). It buckets rows per batch and
+// scored positions per batch.
 func bucketRows(n int) int {
 	if n <= 2 {
 		return max(n, 1)
@@ -365,13 +371,9 @@ func (s Shape) convert(rb *rawBatch) (*Batch, error) {
 	b := &Batch{
 		Index: rb.index, NumRows: n, Rows: rows,
 		InputIDs: make([]int32, rows*T), PositionIDs: make([]int32, rows*T),
-		SegmentIDs: make([]int32, rows*T), Labels: make([]int32, rows*T),
-		TargetSlot: make([]int32, rows*T), KLSlot: make([]int32, rows*T),
-		Desirable: make([]float32, s.BatchSize), Present: make([]float32, s.BatchSize),
+		SegmentIDs: make([]int32, rows*T),
+		Desirable:  make([]float32, s.BatchSize), Present: make([]float32, s.BatchSize),
 		KLPresent: make([]float32, s.BatchSize),
-	}
-	for i := range b.TargetSlot {
-		b.TargetSlot[i], b.KLSlot[i] = -1, -1
 	}
 	for i, row := range rb.rows {
 		if len(row.InputIDs) != T || len(row.SegmentIDs) != T || len(row.PositionIDs) != T || len(row.LossMask) != T {
@@ -421,13 +423,24 @@ func (s Shape) convert(rb *rawBatch) (*Batch, error) {
 			if seg == 0 || t+1 >= T || row.SegmentIDs[t+1] != seg || row.LossMask[t+1] == 0 {
 				continue
 			}
-			b.Labels[off+t] = row.InputIDs[t+1]
+			target, kl := int32(-1), int32(-1)
 			if row.SegmentKL[seg-1] {
-				b.KLSlot[off+t] = row.SegmentExample[seg-1]
+				kl = row.SegmentExample[seg-1]
 			} else {
-				b.TargetSlot[off+t] = row.SegmentExample[seg-1]
+				target = row.SegmentExample[seg-1]
 			}
+			b.LabelPos = append(b.LabelPos, int32(off+t))
+			b.Labels = append(b.Labels, row.InputIDs[t+1])
+			b.TargetSlot = append(b.TargetSlot, target)
+			b.KLSlot = append(b.KLSlot, kl)
 		}
+	}
+	b.NumLabels = len(b.Labels)
+	for range bucketRows(b.NumLabels) - b.NumLabels {
+		b.LabelPos = append(b.LabelPos, 0)
+		b.Labels = append(b.Labels, 0)
+		b.TargetSlot = append(b.TargetSlot, -1)
+		b.KLSlot = append(b.KLSlot, -1)
 	}
 	return b, nil
 }

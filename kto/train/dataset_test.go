@@ -54,19 +54,16 @@ func TestBatchShift(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := struct{ labels, target, kl []int32 }{
-		labels: []int32{
-			0, 0, 5, 6, 0, 0, 8, 0,
-			0, 8, 9, 0, 0, 5, 0, 0,
-		},
-		target: []int32{
-			-1, -1, 0, 0, -1, -1, -1, -1,
-			-1, 1, 1, -1, -1, -1, -1, -1,
-		},
-		kl: []int32{
-			-1, -1, -1, -1, -1, -1, 1, -1,
-			-1, -1, -1, -1, -1, 0, -1, -1,
-		},
+	// Scored positions r·8+t: row 0 t=2,3 (target 0: 5, 6) and t=6 (KL pair of example 1: 8);
+	// row 1 t=1,2 (target 1: 8, 9) and t=5 (KL pair of example 0: 5). Padded to 6 entries.
+	want := struct{ pos, labels, target, kl []int32 }{
+		pos:    []int32{2, 3, 6, 9, 10, 13},
+		labels: []int32{5, 6, 8, 8, 9, 5},
+		target: []int32{0, 0, -1, 1, 1, -1},
+		kl:     []int32{-1, -1, 1, -1, -1, 0},
+	}
+	if b.NumLabels != 6 || !slices.Equal(b.LabelPos, want.pos) {
+		t.Errorf("%d scored positions %v, want 6: %v", b.NumLabels, b.LabelPos, want.pos)
 	}
 	if !slices.Equal(b.Labels, want.labels) {
 		t.Errorf("labels\n got %v\nwant %v", b.Labels, want.labels)

@@ -136,10 +136,10 @@ func (c LossConfig) Build(in LossInputs) LossOutputs {
 	}
 }
 
-// perSlotSum adds token log-probs [R, T] into numSlots per-example sums using slot ids
-// [R, T] (−1 = the token belongs to no example's completion): OneHot maps −1 to a zero
+// perSlotSum adds token log-probs [C] into numSlots per-example sums using slot ids [C]
+// (−1 = padding, or a position of the other kind of sequence): OneHot maps −1 to a zero
 // row, and one contraction gathers every example across all rows of the batch.
 func perSlotSum(tokenLogProbs, slots *graph.Node, numSlots int) *graph.Node {
 	oneHot := graph.OneHot(slots, numSlots, tokenLogProbs.DType())
-	return dot(tokenLogProbs, []int{0, 1}, nil, oneHot, []int{0, 1}, nil)
+	return dot(tokenLogProbs, []int{0}, nil, oneHot, []int{0}, nil)
 }

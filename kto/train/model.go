@@ -312,10 +312,12 @@ func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
 	return graph.Add(graph.Mul(x, cos), graph.Mul(rotated, sin))
 }
 
-// TokenLogProbs runs the decoder on rows of packed sequences and returns, per position t,
-// log p(labels[t] | tokens ≤ t of t's sequence): [R, T] float32. inputIDs, positionIDs,
-// segmentIDs and labels are [R, T] int32.
-func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, segmentIDs, labels *graph.Node) *graph.Node {
+// TokenLogProbs runs the decoder on rows of packed sequences (inputIDs, positionIDs,
+// segmentIDs: [R, T] int32) and returns log p(labels[i] | tokens ≤ t of t's sequence) at
+// the flat positions labelPos[i] = r·T + t: [C] float32 for labelPos and labels [C] int32.
+// Only those positions go through the LM head, whose [·, vocab] logits dominate memory
+// and time (prompts are not scored).
+func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, segmentIDs, labelPos, labels *graph.Node) *graph.Node {
 	g := inputIDs.Graph()
 	r, t := inputIDs.Shape().Dimensions[0], inputIDs.Shape().Dimensions[1]
 	hd := c.headDim()
@@ -325,7 +327,9 @@ func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, 
 	embed := weight(ctx, g, "/model/embed_tokens")
 	h := graph.Gather(embed, graph.Reshape(inputIDs, r, t, 1)) // [R, T, d]
 
-	bias := graph.Reshape(attentionBias(segmentIDs), r, 1, t, 1, t) // broadcast over [R, KV, T, G, S]
+	// One full-size mask for all layers: adding a size-1-axes mask broadcasts through a slow
+	// generic iterator on the CPU backend.
+	bias := graph.BroadcastToDims(graph.Reshape(attentionBias(segmentIDs), r, 1, t, 1, t), r, nkv, t, group, t)
 	cos, sin := ropeTables(positionIDs, hd, c.RopeTheta)
 	cosQ, sinQ := graph.Reshape(cos, r, t, 1, 1, hd), graph.Reshape(sin, r, t, 1, 1, hd)
 	cosK, sinK := graph.Reshape(cos, r, t, 1, hd), graph.Reshape(sin, r, t, 1, hd)
@@ -354,10 +358,12 @@ func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, 
 		up := linear(x, weight(ctx, g, p+"/mlp/up_proj"))
 		h = graph.Add(h, linear(graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), weight(ctx, g, p+"/mlp/down_proj")))
 	}
+	numLabels := labelPos.Shape().Dimensions[0]
+	h = graph.Gather(graph.Reshape(h, r*t, c.HiddenSize), graph.Reshape(labelPos, numLabels, 1)) // [C, d]
 	h = rmsNorm(h, weight(ctx, g, "/model/norm"), c.RMSNormEps)
 	var logits *graph.Node
 	if c.TieWordEmbeddings {
-		logits = dot(h, []int{2}, nil, embed, []int{1}, nil)
+		logits = dot(h, []int{1}, nil, embed, []int{1}, nil)
 	} else {
 		logits = linear(h, weight(ctx, g, "/lm_head"))
 	}

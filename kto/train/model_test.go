@@ -271,10 +271,21 @@ func TestTokenLogProbsMatchReference(t *testing.T) {
 		labels[i] = ids[(i+1)%len(ids)] // any valid ids: every position is compared
 	}
 	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
-		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
+		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3], in[4])
 	})
 	shaped := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, 2, T) }
-	got := tensors.MustCopyFlatData[float32](exec.MustExec(shaped(ids), shaped(pos), shaped(seg), shaped(labels))[0])
+	// Score every position, in reverse order, to exercise the gather.
+	labelPos := make([]int32, 2*T)
+	revLabels := make([]int32, 2*T)
+	for i := range labelPos {
+		labelPos[i] = int32(2*T - 1 - i)
+		revLabels[i] = labels[labelPos[i]]
+	}
+	gotRev := tensors.MustCopyFlatData[float32](exec.MustExec(shaped(ids), shaped(pos), shaped(seg), labelPos, revLabels)[0])
+	got := make([]float32, 2*T)
+	for i, p := range labelPos {
+		got[p] = gotRev[i]
+	}
 	for r := range 2 {
 		want := refTokenLogProbs(ctx, cfg, ids[r*T:(r+1)*T], pos[r*T:(r+1)*T], seg[r*T:(r+1)*T], labels[r*T:(r+1)*T])
 		for tt := range T {
@@ -308,11 +319,15 @@ func TestPackingIsolation(t *testing.T) {
 		return
 	}
 	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
-		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3])
+		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3], in[4])
 	})
 	run := func(ids, pos, seg, lab []int32) []float32 {
 		sh := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, 1, T) }
-		return tensors.MustCopyFlatData[float32](exec.MustExec(sh(ids), sh(pos), sh(seg), sh(lab))[0])
+		all := make([]int32, T)
+		for i := range all {
+			all[i] = int32(i)
+		}
+		return tensors.MustCopyFlatData[float32](exec.MustExec(sh(ids), sh(pos), sh(seg), all, lab)[0])
 	}
 	alone := run(row(seqB))
 	packed := run(row(seqA, seqB))

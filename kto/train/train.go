@@ -142,8 +142,12 @@ type Summary struct {
 	Interrupted    bool        `json:"interrupted,omitempty"`
 }
 
-// ErrCheckpoint marks a checkpoint directory that cannot be used as asked.
-var ErrCheckpoint = errors.New("checkpoint")
+// ErrCheckpoint marks a checkpoint directory that cannot be used as asked;
+// ErrCheckpointExists (which wraps it) one that holds checkpoints while Resume is off.
+var (
+	ErrCheckpoint       = errors.New("checkpoint")
+	ErrCheckpointExists = fmt.Errorf("%w: directory already holds checkpoints", ErrCheckpoint)
+)
 
 // NewBackend creates a GomlX backend from a config string ("" → $GOMLX_BACKEND → "go").
 // Plain "go" becomes "go:ops_sequential": the default worker pool hung at 0% CPU on a
@@ -429,7 +433,7 @@ func (s *runState) openCheckpoints() error {
 	existing, _ := filepath.Glob(filepath.Join(dir, "checkpoint-*.json"))
 	if len(existing) > 0 {
 		if !s.opts.Resume {
-			return fmt.Errorf("%w: %s already holds checkpoints: pass --resume to continue, or choose another directory", ErrCheckpoint, dir)
+			return fmt.Errorf("%w: %s: pass --resume to continue, or choose another directory", ErrCheckpointExists, dir)
 		}
 		data, err := os.ReadFile(cfgPath)
 		if err != nil {
@@ -468,11 +472,13 @@ func (s *runState) openCheckpoints() error {
 	return nil
 }
 
-// Graph inputs, in order: six [R, T] int32 arrays, then five [B] float32 arrays.
+// Graph inputs, in order: three [R, T] int32 arrays, four [C] int32 arrays, then five [B]
+// float32 arrays.
 const (
 	inIDs = iota
 	inPositions
 	inSegments
+	inLabelPos
 	inLabels
 	inTargetSlot
 	inKLSlot
@@ -486,7 +492,7 @@ const (
 
 // forwardGraph returns the summed completion log-probs of targets and KL pairs, [B] each.
 func (s *runState) forwardGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
-	tokenLogp := s.model.TokenLogProbs(ctx, in[inIDs], in[inPositions], in[inSegments], in[inLabels])
+	tokenLogp := s.model.TokenLogProbs(ctx, in[inIDs], in[inPositions], in[inSegments], in[inLabelPos], in[inLabels])
 	return []*graph.Node{
 		perSlotSum(tokenLogp, in[inTargetSlot], s.shape.BatchSize),
 		perSlotSum(tokenLogp, in[inKLSlot], s.shape.BatchSize),
@@ -571,8 +577,10 @@ func (s *runState) stepGraph(apply bool) func(ctx *context.Context, in []*graph.
 // batchArgs converts a batch to the graph inputs.
 func (s *runState) batchArgs(b *Batch, ref, refKL []float32) []any {
 	rt := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, b.Rows, s.shape.MaxLen) }
+	ct := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
 	bt := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, s.shape.BatchSize) }
-	return []any{rt(b.InputIDs), rt(b.PositionIDs), rt(b.SegmentIDs), rt(b.Labels), rt(b.TargetSlot), rt(b.KLSlot),
+	return []any{rt(b.InputIDs), rt(b.PositionIDs), rt(b.SegmentIDs),
+		ct(b.LabelPos), ct(b.Labels), ct(b.TargetSlot), ct(b.KLSlot),
 		bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL)}
 }
 
