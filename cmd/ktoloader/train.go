@@ -186,8 +186,14 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		}
 	}
 
+	// The first Ctrl-C stops after the current step (saving a checkpoint); once it has been
+	// seen, the default handler is back, so a second one kills the process.
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
+	go func() {
+		<-ctx.Done()
+		stop()
+	}()
 	sum, err := train.Run(ctx, o)
 	if bar != nil {
 		_ = bar.Finish()

@@ -111,9 +111,9 @@ func ReadManifest(dir string) (Manifest, error) {
 		return 0
 	}
 	m.MaxLen = int(num("config.max_len"))
-	m.BatchSize = int(num("config.kto_batch_size", "config.batch_size"))
-	m.DesirableWeight = num("kto.desirable_weight", "kto.suggested_weights.desirable_weight", "suggested_kto_weights.desirable_weight")
-	m.UndesirableWeight = num("kto.undesirable_weight", "kto.suggested_weights.undesirable_weight", "suggested_kto_weights.undesirable_weight")
+	m.BatchSize = int(num("config.kto_batch_size", "kto.batch_size"))
+	m.DesirableWeight = num("kto.desirable_weight")
+	m.UndesirableWeight = num("kto.undesirable_weight")
 	m.VocabSize = int(num("tokenizer.vocab_size"))
 	return m, nil
 }
@@ -133,7 +133,8 @@ func ShardFiles(dir string, split Split) ([]string, error) {
 }
 
 // Shape fixes the tensor shapes of every batch: rows of MaxLen tokens, BatchSize example
-// slots. The number of rows is bucketed (bucketRows) so few graphs are compiled.
+// slots, ids below VocabSize (0: unchecked). Rows and scored positions are bucketed
+// (bucketSize) so few graphs are compiled.
 type Shape struct {
 	MaxLen    int
 	BatchSize int
@@ -162,10 +163,10 @@ type Batch struct {
 	Tokens int // non-padding tokens
 }
 
-// bucketRows rounds n up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, …: at most 1.5× the
-// size, and a handful of shapes (each a compiled graph). It buckets rows per batch and
-// scored positions per batch.
-func bucketRows(n int) int {
+// bucketSize rounds n up to the next of 1, 2, 3, 4, 6, 8, 12, 16, 24, …: at most 1.5× the
+// size, and few distinct shapes (each compiles a graph). It sizes the rows of a batch and
+// its scored positions.
+func bucketSize(n int) int {
 	if n <= 2 {
 		return max(n, 1)
 	}
@@ -366,7 +367,7 @@ func (s Shape) convert(rb *rawBatch) (*Batch, error) {
 			Err: fmt.Errorf("%w: %s", ErrBadRow, fmt.Sprintf(format, args...))}
 	}
 	n := len(rb.rows)
-	rows := bucketRows(n)
+	rows := bucketSize(n)
 	T := s.MaxLen
 	b := &Batch{
 		Index: rb.index, NumRows: n, Rows: rows,
@@ -436,7 +437,7 @@ func (s Shape) convert(rb *rawBatch) (*Batch, error) {
 		}
 	}
 	b.NumLabels = len(b.Labels)
-	for range bucketRows(b.NumLabels) - b.NumLabels {
+	for range bucketSize(b.NumLabels) - b.NumLabels {
 		b.LabelPos = append(b.LabelPos, 0)
 		b.Labels = append(b.Labels, 0)
 		b.TargetSlot = append(b.TargetSlot, -1)
@@ -477,7 +478,8 @@ type SplitStats struct {
 // finds what the manifest may not say (row length, batch size, vocabulary bound).
 func ScanSplit(files []string) (SplitStats, error) {
 	var st SplitStats
-	// A Shape with huge bounds: convert's checks that need the real ones run later.
+	// Only grouping is used here (nextRaw), so the reader needs no Shape; convert's checks,
+	// which need one, run when batches are read for training.
 	br := NewBatchReader(files, Shape{})
 	defer br.Close()
 	buckets := map[int]bool{}
@@ -492,7 +494,7 @@ func ScanSplit(files []string) (SplitStats, error) {
 		st.Batches++
 		st.Rows += len(rb.rows)
 		st.MaxRowsPerBatch = max(st.MaxRowsPerBatch, len(rb.rows))
-		buckets[bucketRows(len(rb.rows))] = true
+		buckets[bucketSize(len(rb.rows))] = true
 		for i, row := range rb.rows {
 			if st.MaxLen == 0 {
 				st.MaxLen = len(row.InputIDs)

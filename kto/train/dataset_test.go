@@ -156,7 +156,7 @@ func TestBatchReaderAcrossShards(t *testing.T) {
 		if slices.Contains(b.Present, 0) || slices.Contains(b.KLPresent, 0) {
 			t.Errorf("batch %d: every example and KL pair should be present: %v %v", i, b.Present, b.KLPresent)
 		}
-		if b.Rows != bucketRows(b.NumRows) || !slices.Contains(st.Buckets, b.Rows) {
+		if b.Rows != bucketSize(b.NumRows) || !slices.Contains(st.Buckets, b.Rows) {
 			t.Errorf("batch %d: %d rows padded to %d; buckets %v", i, b.NumRows, b.Rows, st.Buckets)
 		}
 	}
@@ -226,8 +226,8 @@ func TestReadManifest(t *testing.T) {
 func TestBucketRows(t *testing.T) {
 	want := map[int]int{0: 1, 1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 6, 7: 8, 8: 8, 9: 12, 13: 16, 17: 24, 25: 32, 33: 48}
 	for n, w := range want {
-		if got := bucketRows(n); got != w {
-			t.Errorf("bucketRows(%d) = %d, want %d", n, got, w)
+		if got := bucketSize(n); got != w {
+			t.Errorf("bucketSize(%d) = %d, want %d", n, got, w)
 		}
 	}
 }

@@ -189,3 +189,12 @@ func writeSynDataSpec(t testing.TB, trainBatches, testBatches int, spec synSpec)
 	}
 	return dir
 }
+
+func readShard(t testing.TB, path string) []kto.PackedRow {
+	t.Helper()
+	rows, err := parquet.ReadFile[kto.PackedRow](path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rows
+}

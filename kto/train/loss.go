@@ -96,6 +96,7 @@ type LossOutputs struct {
 // mean. Rewards are β·r, detached. The mean over an empty batch is taken as 0, where TRL's
 // nanmean would give NaN.
 func (c LossConfig) Build(in LossInputs) LossOutputs {
+	c = c.withDefaults()
 	dtype := in.Policy.DType()
 	g := in.Policy.Graph()
 	present := in.Present

@@ -249,8 +249,10 @@ func linear(x, w *graph.Node) *graph.Node {
 // rmsNorm is Mistral's RMSNorm: x / sqrt(mean(x²) + eps) · w.
 func rmsNorm(x, w *graph.Node, eps float64) *graph.Node {
 	variance := graph.ReduceAndKeep(graph.Square(x), graph.ReduceMean, -1)
-	normed := graph.Div(x, graph.Sqrt(graph.AddScalar(variance, eps))) // Rsqrt has no gradient in GomlX v0.26
-	dims := make([]int, x.Rank())                                      // broadcasting needs equal ranks: w as [1, …, 1, d]
+	// Div by Sqrt rather than Mul by Rsqrt: GomlX v0.26 has no gradient for Rsqrt.
+	normed := graph.Div(x, graph.Sqrt(graph.AddScalar(variance, eps)))
+	// Broadcasting needs equal ranks: w as [1, …, 1, d].
+	dims := make([]int, x.Rank())
 	for i := range dims {
 		dims[i] = 1
 	}

@@ -232,7 +232,17 @@ func refTokenLogProbs(ctx *context.Context, cfg ModelConfig, ids, pos, seg, labe
 	out := make([]float64, T)
 	for t := range T {
 		x := refRMSNorm(h[t], refWeight(ctx, "/model/norm")[0], cfg.RMSNormEps)
-		logits := matVec(x, refWeight(ctx, "/lm_head"))
+		var logits []float64
+		if cfg.TieWordEmbeddings {
+			logits = make([]float64, len(embed))
+			for v, row := range embed {
+				for i := range row {
+					logits[v] += x[i] * row[i]
+				}
+			}
+		} else {
+			logits = matVec(x, refWeight(ctx, "/lm_head"))
+		}
 		maxL := math.Inf(-1)
 		for _, l := range logits {
 			maxL = math.Max(maxL, l)
@@ -249,9 +259,17 @@ func refTokenLogProbs(ctx *context.Context, cfg ModelConfig, ids, pos, seg, labe
 func itoa(i int) string { return string(rune('0' + i)) }
 
 // TestTokenLogProbsMatchReference runs two packed rows through the graph model and through
-// refTokenLogProbs: same log-probs at every position, padding included.
+// refTokenLogProbs: same log-probs at every position, padding included, with an untied LM
+// head (Mistral) and with tied embeddings.
 func TestTokenLogProbsMatchReference(t *testing.T) {
-	cfg := testModelConfig()
+	for _, tied := range []bool{false, true} {
+		cfg := testModelConfig()
+		cfg.TieWordEmbeddings = tied
+		t.Run(map[bool]string{false: "untied", true: "tied"}[tied], func(t *testing.T) { testMatchReference(t, cfg) })
+	}
+}
+
+func testMatchReference(t *testing.T, cfg ModelConfig) {
 	ctx := newTestModel(t, cfg)
 	const T = 12
 	ids := []int32{

@@ -47,11 +47,11 @@ type refKey struct {
 	kl      bool
 }
 
-// RefLogProbs maps (batch_index, segment_example, kl) to the reference log-prob.
-type RefLogProbs map[refKey]float64
+// refLogProbs maps (batch_index, segment_example, kl) to the reference log-prob.
+type refLogProbs map[refKey]float64
 
 // fill writes the batch's reference values into ref and refKL ([BatchSize]).
-func (r RefLogProbs) fill(b *Batch, ref, refKL []float32) error {
+func (r refLogProbs) fill(b *Batch, ref, refKL []float32) error {
 	for e := range b.Present {
 		ref[e], refKL[e] = 0, 0
 		for _, kl := range []bool{false, true} {
@@ -73,7 +73,7 @@ func (r RefLogProbs) fill(b *Batch, ref, refKL []float32) error {
 }
 
 // add records the log-probs computed for a batch.
-func (r RefLogProbs) add(b *Batch, logp, logpKL []float32) {
+func (r refLogProbs) add(b *Batch, logp, logpKL []float32) {
 	for e := range b.Present {
 		if b.Present[e] != 0 {
 			r[refKey{b.Index, int32(e), false}] = float64(logp[e])
@@ -85,7 +85,7 @@ func (r RefLogProbs) add(b *Batch, logp, logpKL []float32) {
 }
 
 // rows returns the store as sorted rows.
-func (r RefLogProbs) rows() []RefRow {
+func (r refLogProbs) rows() []RefRow {
 	out := make([]RefRow, 0, len(r))
 	for k, v := range r {
 		out = append(out, RefRow{BatchIndex: k.batch, SegmentExample: k.example, KL: k.kl, LogP: v})
@@ -136,10 +136,12 @@ type refSidecar struct {
 	ParquetSHA256  string       `json:"parquet_sha256"`
 }
 
-// shardStamp identifies a shard cheaply (the manifest, when present, holds their hashes).
+// shardStamp identifies a shard. Hashing reads the shards once more, which is cheap next
+// to running the model over them, and holds without a manifest.
 type shardStamp struct {
-	Name string `json:"name"`
-	Size int64  `json:"size"`
+	Name   string `json:"name"`
+	Size   int64  `json:"size"`
+	SHA256 string `json:"sha256"`
 }
 
 func stampShards(files []string) ([]shardStamp, error) {
@@ -149,7 +151,11 @@ func stampShards(files []string) ([]shardStamp, error) {
 		if err != nil {
 			return nil, err
 		}
-		out[i] = shardStamp{Name: filepath.Base(f), Size: st.Size()}
+		sum, err := fileSHA256(f)
+		if err != nil {
+			return nil, err
+		}
+		out[i] = shardStamp{Name: filepath.Base(f), Size: st.Size(), SHA256: sum}
 	}
 	return out, nil
 }
@@ -181,7 +187,7 @@ func fileSHA256(path string) (string, error) {
 }
 
 // loadRefCache returns the cached log-probs when the sidecar matches want, or nil.
-func loadRefCache(dataDir string, want refSidecar) (RefLogProbs, error) {
+func loadRefCache(dataDir string, want refSidecar) (refLogProbs, error) {
 	pqPath, scPath := refPaths(dataDir, want.Split)
 	data, err := os.ReadFile(scPath)
 	if errors.Is(err, os.ErrNotExist) {
@@ -196,7 +202,7 @@ func loadRefCache(dataDir string, want refSidecar) (RefLogProbs, error) {
 	}
 	sum, err := fileSHA256(pqPath)
 	if err != nil || sum != have.ParquetSHA256 {
-		return nil, nil //nolint:nilerr // a missing or changed cache is recomputed, not an error
+		return nil, nil // a missing or changed cache is recomputed, not an error
 	}
 	f, err := os.Open(pqPath)
 	if err != nil {
@@ -209,7 +215,7 @@ func loadRefCache(dataDir string, want refSidecar) (RefLogProbs, error) {
 	}
 	pf, err := parquet.OpenFile(f, st.Size())
 	if err != nil {
-		return nil, nil //nolint:nilerr // recompute
+		return nil, nil
 	}
 	var rows []RefRow
 	if perr := catchPanic(func() {
@@ -222,9 +228,9 @@ func loadRefCache(dataDir string, want refSidecar) (RefLogProbs, error) {
 		}
 		rows = rows[:n]
 	}); perr != nil || len(rows) != have.Rows {
-		return nil, nil //nolint:nilerr // recompute
+		return nil, nil
 	}
-	out := make(RefLogProbs, len(rows))
+	out := make(refLogProbs, len(rows))
 	for _, r := range rows {
 		out[refKey{r.BatchIndex, r.SegmentExample, r.KL}] = r.LogP
 	}
@@ -254,7 +260,7 @@ func writeAtomic(path string, write func(w io.Writer) error) error {
 }
 
 // saveRefCache writes the Parquet file, then the sidecar naming its hash.
-func saveRefCache(dataDir string, sc refSidecar, logps RefLogProbs) error {
+func saveRefCache(dataDir string, sc refSidecar, logps refLogProbs) error {
 	pqPath, scPath := refPaths(dataDir, sc.Split)
 	if err := os.MkdirAll(filepath.Dir(pqPath), 0o755); err != nil {
 		return err

@@ -191,10 +191,12 @@ type runState struct {
 	accumEx  *context.Exec // accumulate gradients only (GradAccum > 1)
 	evalEx   *context.Exec
 	refEx    *context.Exec
-	refTrain RefLogProbs
-	refTest  RefLogProbs
+	refTrain refLogProbs
+	refTest  refLogProbs
+	stats    SplitStats // of the train split
 	train    []string
 	test     []string
+	nTest    int // test batches
 	manifest Manifest
 }
 
@@ -263,6 +265,10 @@ func (s *runState) setup() error {
 	case o.Resume && o.CheckpointDir == "":
 		return fmt.Errorf("%w: --resume needs a checkpoint directory", ErrBadOption)
 	}
+	// Zero weights are filled from the manifest below; check the rest before reading data.
+	if err := o.Loss.withDefaults().Validate(); err != nil {
+		return err
+	}
 
 	var err error
 	if s.manifest, err = ReadManifest(o.DataDir); err != nil {
@@ -276,6 +282,7 @@ func (s *runState) setup() error {
 	if err != nil {
 		return err
 	}
+	s.stats = trainStats
 	if trainStats.Batches == 0 {
 		return fmt.Errorf("%w: the train split has no rows", ErrNoShards)
 	}
@@ -287,7 +294,7 @@ func (s *runState) setup() error {
 				return err
 			}
 			if testStats.Batches > 0 {
-				s.test = files
+				s.test, s.nTest = files, testStats.Batches
 				if testStats.MaxLen != trainStats.MaxLen {
 					return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
 				}
@@ -359,28 +366,28 @@ func (s *runState) setup() error {
 	for v := range s.refCtx.IterVariables() {
 		v.SetTrainable(false)
 	}
-	s.refEx, err = context.NewExec(s.backend, s.refCtx, s.forwardGraph)
-	if err != nil {
+	// Each exec compiles one graph per input shape: bucketed rows × bucketed scored
+	// positions, a few dozen at most, so their caches are not capped.
+	if s.refEx, err = newExec(s.backend, s.refCtx, s.forwardGraph); err != nil {
 		return err
 	}
-	s.trainEx, err = context.NewExec(s.backend, s.ctx, s.stepGraph(true))
-	if err != nil {
+	if s.trainEx, err = newExec(s.backend, s.ctx, s.stepGraph(true)); err != nil {
 		return err
 	}
 	if o.GradAccum > 1 {
-		if s.accumEx, err = context.NewExec(s.backend, s.ctx, s.stepGraph(false)); err != nil {
+		if s.accumEx, err = newExec(s.backend, s.ctx, s.stepGraph(false)); err != nil {
 			return err
 		}
 	}
-	if s.evalEx, err = context.NewExec(s.backend, s.ctx, s.evalGraph); err != nil {
+	if s.evalEx, err = newExec(s.backend, s.ctx, s.evalGraph); err != nil {
 		return err
 	}
 	if o.Ref == RefPrecomputed {
-		if s.refTrain, err = s.referenceLogProbs(SplitTrain, s.train); err != nil {
+		if s.refTrain, err = s.referenceLogProbs(SplitTrain, s.train, s.stats.Batches); err != nil {
 			return err
 		}
 		if s.test != nil {
-			if s.refTest, err = s.referenceLogProbs(SplitTest, s.test); err != nil {
+			if s.refTest, err = s.referenceLogProbs(SplitTest, s.test, s.nTest); err != nil {
 				return err
 			}
 		}
@@ -391,6 +398,14 @@ func (s *runState) setup() error {
 		s.refCtx = nil
 	}
 	return nil
+}
+
+func newExec(b backends.Backend, ctx *context.Context, fn func(*context.Context, []*graph.Node) []*graph.Node) (*context.Exec, error) {
+	e, err := context.NewExec(b, ctx, fn)
+	if err != nil {
+		return nil, err
+	}
+	return e.SetMaxCache(-1), nil
 }
 
 // resolveModel picks the model config: the tiny preset sized to the vocabulary, or a
@@ -597,7 +612,7 @@ func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
 
 // referenceLogProbs loads the split's cached reference log-probs, or computes and caches
 // them. A cache that cannot be written (read-only data) is only reported.
-func (s *runState) referenceLogProbs(split Split, files []string) (RefLogProbs, error) {
+func (s *runState) referenceLogProbs(split Split, files []string, batches int) (refLogProbs, error) {
 	stamps, err := stampShards(files)
 	if err != nil {
 		return nil, err
@@ -612,8 +627,8 @@ func (s *runState) referenceLogProbs(split Split, files []string) (RefLogProbs, 
 		s.status(fmt.Sprintf("reusing reference log-probs %s", filepath.Join(RefDir, string(split)+".parquet")))
 		return cached, nil
 	}
-	s.status(fmt.Sprintf("computing reference log-probs for %s", split))
-	out := RefLogProbs{}
+	s.status(fmt.Sprintf("computing reference log-probs for %s (%d batches)", split, batches))
+	out := refLogProbs{}
 	br := NewBatchReader(files, s.shape)
 	defer br.Close()
 	for {
@@ -637,7 +652,7 @@ func (s *runState) referenceLogProbs(split Split, files []string) (RefLogProbs, 
 }
 
 // batchRefs returns the batch's reference values, from the cache or the frozen model.
-func (s *runState) batchRefs(b *Batch, store RefLogProbs) (ref, refKL []float32, err error) {
+func (s *runState) batchRefs(b *Batch, store refLogProbs) (ref, refKL []float32, err error) {
 	if s.opts.Ref == RefOnTheFly {
 		return s.refForward(b)
 	}
@@ -754,11 +769,7 @@ func (e *epochReader) close() {
 // loop runs the optimizer steps.
 func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 	o := s.opts
-	trainStats, err := ScanSplit(s.train) // cheap next to training; gives the epoch length
-	if err != nil {
-		return Summary{}, err
-	}
-	perEpoch := trainStats.Batches
+	perEpoch := s.stats.Batches
 	total := o.Steps
 	if total == 0 {
 		total = o.Epochs * perEpoch / o.GradAccum

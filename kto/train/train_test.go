@@ -270,3 +270,36 @@ func BenchmarkTrainStep(b *testing.B) {
 		b.ReportMetric(seconds/float64(steps), "s/step")
 	}
 }
+
+// TestRefCacheFollowsData: cached reference log-probs are reused only for the same shards
+// and an intact cache file.
+func TestRefCacheFollowsData(t *testing.T) {
+	if testing.Short() {
+		t.Skip("trains a model")
+	}
+	dir := writeSynData(t, 3, 0)
+	computed := func(opts Options) bool {
+		_, status, _ := runSyn(t, opts)
+		return strings.Contains(strings.Join(status, "\n"), "computing reference")
+	}
+	opts := Options{DataDir: dir, Steps: 1}
+	if !computed(opts) || computed(opts) {
+		t.Fatal("first run should compute the reference log-probs, the second reuse them")
+	}
+	// A changed shard (same name and manifest) invalidates the cache.
+	files, _ := ShardFiles(dir, SplitTrain)
+	rows := readShard(t, files[0])
+	rows[0].InputIDs[1] = (rows[0].InputIDs[1] + 1) % synVocab
+	writeShard(t, files[0], rows)
+	if !computed(opts) {
+		t.Error("a changed shard must invalidate the cached reference log-probs")
+	}
+	// So does a damaged cache file.
+	pq, _ := refPaths(dir, SplitTrain)
+	if err := os.WriteFile(pq, []byte("not parquet"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if !computed(opts) {
+		t.Error("a damaged cache file must be recomputed")
+	}
+}
