@@ -18,7 +18,8 @@ type Reader[T any] struct {
 	path string
 	f    *os.File
 	pq   *parquet.GenericReader[T]
-	rows int64
+	rows int64 // the footer's row count (Parquet)
+	read int64 // rows returned so far (Parquet)
 	ar   *arrowReader[T]
 }
 
@@ -61,7 +62,7 @@ func (r *Reader[T]) openParquet(l *layout) (err error) {
 	if err != nil {
 		return err
 	}
-	pf, err := parquet.OpenFile(r.f, st.Size())
+	pf, err := openParquetChecked(r.f, st.Size())
 	if err != nil {
 		return corruptf(r.path, "parquet: %v", err)
 	}
@@ -97,8 +98,14 @@ func (r *Reader[T]) Read(rows []T) (n int, err error) {
 	}()
 	clear(rows) // parquet-go reuses slices it finds in rows; we promise fresh ones
 	n, err = r.pq.Read(rows)
+	r.read += int64(n)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return n, corruptf(r.path, "parquet: %v", err)
+	}
+	// A damaged page can end the rows early (or add some) without an error from
+	// parquet-go: the footer's count is the check that nothing was lost.
+	if r.read > r.rows || (errors.Is(err, io.EOF) && r.read != r.rows) {
+		return n, corruptf(r.path, "parquet: %d rows read, the footer says %d", r.read, r.rows)
 	}
 	return n, err
 }

@@ -21,8 +21,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/parquet-go/parquet-go"
-
 	"github.com/ktoloader/ktoloader/kto"
 )
 
@@ -434,7 +432,7 @@ func fileColumns(p string, format Format) (cols []ColumnType, err error) {
 		defer r.Close()
 		return ArrowColumns(r.Schema()), nil
 	}
-	pf, err := parquet.OpenFile(f, st.Size())
+	pf, err := openParquetChecked(f, st.Size())
 	if err != nil {
 		return nil, corruptf(p, "parquet: %v", err)
 	}
@@ -530,6 +528,7 @@ func (v *verifier) checkRejects() {
 	defer f.Close()
 	r := bufio.NewReaderSize(f, 1<<16)
 	var n int64
+	reasons := map[string]int64{}
 	for {
 		line, err := r.ReadBytes('\n')
 		if len(line) > 0 {
@@ -541,6 +540,10 @@ func (v *verifier) checkRejects() {
 					if _, ok := rec[k]; !ok {
 						v.add(RejectsName, n, CheckRejects, "record has no %q", k)
 					}
+				}
+				var reason string
+				if json.Unmarshal(rec["reason"], &reason) == nil {
+					reasons[reason]++
 				}
 			}
 			n++
@@ -555,5 +558,22 @@ func (v *verifier) checkRejects() {
 	}
 	if n != v.m.Counts.Rejected {
 		v.add(RejectsName, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
+	}
+	// Each reason as often as counts.reasons says: a damaged reason is caught here, since
+	// rejects.jsonl has no digest in the manifest.
+	names := make([]string, 0, len(reasons)+len(v.m.Counts.Reasons))
+	for k := range reasons {
+		names = append(names, k)
+	}
+	for k := range v.m.Counts.Reasons {
+		if _, ok := reasons[k]; !ok {
+			names = append(names, k)
+		}
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if reasons[k] != v.m.Counts.Reasons[k] {
+			v.add(RejectsName, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
+		}
 	}
 }

@@ -23,6 +23,10 @@ var (
 	ErrArgumentsNotObj   = errors.New("tool call arguments are not a JSON object")
 	ErrMissingLabel      = errors.New("missing label")
 	ErrLineTooLong       = errors.New("line too long")
+	// ErrInvalidUTF8: text that is not valid UTF-8, or a \u escape of a lone UTF-16
+	// surrogate. encoding/json would turn either into U+FFFD without a word, so the row
+	// would train on text nobody wrote (and Python's json.loads refuses the bytes).
+	ErrInvalidUTF8 = errors.New("invalid UTF-8")
 )
 
 var reasonNames = map[error]string{
@@ -39,6 +43,7 @@ var reasonNames = map[error]string{
 	ErrArgumentsNotObj:   "arguments_not_object",
 	ErrMissingLabel:      "missing_label",
 	ErrLineTooLong:       "line_too_long",
+	ErrInvalidUTF8:       "invalid_utf8",
 }
 
 // Reasoner is implemented by errors of later stages (template, truncation) that carry their own

@@ -3,8 +3,12 @@ package loader
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"strings"
+	"unicode/utf16"
+	"unicode/utf8"
 )
 
 // Config tunes reading and validation. The zero value is the default.
@@ -29,7 +33,11 @@ func (c Config) maxLine() int {
 // ParseRow decodes and validates one JSON row. On a bad row it returns a *RowError carrying
 // file, line, field path and reason (and the raw line).
 func ParseRow(data []byte, file string, line int64, cfg Config) (Row, error) {
-	row, rerr := parseRow(data, cfg)
+	row, ok := fastRow(data, cfg)
+	var rerr *RowError
+	if !ok {
+		row, rerr = parseRow(data, cfg)
+	}
 	if rerr != nil {
 		rerr.File, rerr.Line = file, line
 		rerr.Raw = append([]byte(nil), data...)
@@ -110,8 +118,8 @@ func parseRow(data []byte, cfg Config) (Row, *RowError) {
 			continue
 		}
 		var s string
-		if err := json.Unmarshal(br, &s); err != nil {
-			return Row{}, rowErr(k, ErrWrongType, "want a string, got %s", kindOf(br))
+		if err := decodeString(br, k, &s); err != nil {
+			return Row{}, err
 		}
 		row.Behavior, row.BehaviorField = s, k
 		break
@@ -121,6 +129,9 @@ func parseRow(data []byte, cfg Config) (Row, *RowError) {
 		t := bytes.TrimSpace(tr)
 		if len(t) == 0 || t[0] != '[' {
 			return Row{}, rowErr("tools", ErrWrongType, "want a list of tool schemas, got %s", kindOf(tr))
+		}
+		if !utf8.Valid(t) {
+			return Row{}, invalidUTF8("tools", t)
 		}
 		row.Tools = append(json.RawMessage(nil), t...)
 	}
@@ -133,6 +144,11 @@ func parseRow(data []byte, cfg Config) (Row, *RowError) {
 			row.Extra = make(map[string]json.RawMessage)
 		}
 		row.Extra[k] = v
+	}
+	// Whatever was not checked above (keys, kept raw values) must be UTF-8 too: the row
+	// is written back verbatim to rejects and read by Python, which refuses such bytes.
+	if !utf8.Valid(data) {
+		return Row{}, invalidUTF8("", data)
 	}
 	return row, nil
 }
@@ -148,28 +164,28 @@ func parseMessage(raw json.RawMessage, path string, m *Message) *RowError {
 	if !ok || isNull(rr) {
 		return rowErr(path+".role", ErrMissingField, "message has no role")
 	}
-	if err := json.Unmarshal(rr, &m.Role); err != nil {
-		return rowErr(path+".role", ErrWrongType, "want a string, got %s", kindOf(rr))
+	if err := decodeString(rr, path+".role", &m.Role); err != nil {
+		return err
 	}
 	if !knownRoles[m.Role] {
 		return rowErr(path+".role", ErrUnknownRole, "%q is not system, user, assistant or tool", m.Role)
 	}
 
 	if cr, ok := obj["content"]; ok && !isNull(cr) {
-		s, err := parseContent(cr)
+		s, err := parseContent(cr, path+".content")
 		if err != nil {
-			return rowErr(path+".content", ErrWrongType, "%v", err)
+			return err
 		}
 		m.Content = &s
 	}
 	if nr, ok := obj["name"]; ok && !isNull(nr) {
-		if err := json.Unmarshal(nr, &m.Name); err != nil {
-			return rowErr(path+".name", ErrWrongType, "want a string, got %s", kindOf(nr))
+		if err := decodeString(nr, path+".name", &m.Name); err != nil {
+			return err
 		}
 	}
 	if ir, ok := obj["tool_call_id"]; ok && !isNull(ir) {
-		if err := json.Unmarshal(ir, &m.ToolCallID); err != nil {
-			return rowErr(path+".tool_call_id", ErrWrongType, "want a string, got %s", kindOf(ir))
+		if err := decodeString(ir, path+".tool_call_id", &m.ToolCallID); err != nil {
+			return err
 		}
 	}
 	if tr, ok := obj["tool_calls"]; ok && !isNull(tr) {
@@ -208,24 +224,31 @@ func parseMessage(raw json.RawMessage, path string, m *Message) *RowError {
 
 // parseContent accepts a string, or the list-of-parts form ([{"type":"text","text":…}]),
 // whose text parts are joined.
-func parseContent(raw json.RawMessage) (string, error) {
+func parseContent(raw json.RawMessage, path string) (string, *RowError) {
 	var s string
 	if err := json.Unmarshal(raw, &s); err == nil {
+		if replaced(raw, s) {
+			return "", invalidUTF8(path, raw)
+		}
 		return s, nil
 	}
 	var parts []struct {
-		Type string  `json:"type"`
-		Text *string `json:"text"`
+		Type string          `json:"type"`
+		Text json.RawMessage `json:"text"`
 	}
 	if err := json.Unmarshal(raw, &parts); err != nil {
-		return "", fmt.Errorf("want a string or a list of text parts, got %s", kindOf(raw))
+		return "", rowErr(path, ErrWrongType, "want a string or a list of text parts, got %s", kindOf(raw))
 	}
 	var b strings.Builder
 	for i, p := range parts {
-		if p.Type != "text" || p.Text == nil {
-			return "", fmt.Errorf("content part %d is %q, only text parts are supported", i, p.Type)
+		if p.Type != "text" || p.Text == nil || isNull(p.Text) {
+			return "", rowErr(path, ErrWrongType, "content part %d is %q, only text parts are supported", i, p.Type)
 		}
-		b.WriteString(*p.Text)
+		var t string
+		if err := decodeString(p.Text, fmt.Sprintf("%s[%d].text", path, i), &t); err != nil {
+			return "", err
+		}
+		b.WriteString(t)
 	}
 	return b.String(), nil
 }
@@ -236,13 +259,13 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 		return rowErr(path, ErrWrongType, "want a tool call object, got %s", kindOf(raw))
 	}
 	if ir, ok := obj["id"]; ok && !isNull(ir) {
-		if err := json.Unmarshal(ir, &tc.ID); err != nil {
-			return rowErr(path+".id", ErrWrongType, "want a string, got %s", kindOf(ir))
+		if err := decodeString(ir, path+".id", &tc.ID); err != nil {
+			return err
 		}
 	}
 	if tr, ok := obj["type"]; ok && !isNull(tr) {
-		if err := json.Unmarshal(tr, &tc.Type); err != nil {
-			return rowErr(path+".type", ErrWrongType, "want a string, got %s", kindOf(tr))
+		if err := decodeString(tr, path+".type", &tc.Type); err != nil {
+			return err
 		}
 	}
 	fr, ok := obj["function"]
@@ -257,8 +280,8 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 	if !ok || isNull(nr) {
 		return rowErr(path+".function.name", ErrMissingField, "tool call has no name")
 	}
-	if err := json.Unmarshal(nr, &tc.Name); err != nil {
-		return rowErr(path+".function.name", ErrWrongType, "want a string, got %s", kindOf(nr))
+	if err := decodeString(nr, path+".function.name", &tc.Name); err != nil {
+		return err
 	}
 	if strings.TrimSpace(tc.Name) == "" {
 		return rowErr(path+".function.name", ErrEmptyToolName, "tool call name is empty")
@@ -273,6 +296,9 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 		var s string
 		if err := json.Unmarshal(ar, &s); err != nil {
 			return rowErr(apath, ErrWrongType, "%v", err)
+		}
+		if replaced(ar, s) {
+			return invalidUTF8(apath, ar)
 		}
 		args := bytes.TrimSpace([]byte(s))
 		if !json.Valid(args) {
@@ -289,6 +315,9 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 	}
 	if ar[0] != '{' {
 		return rowErr(apath, ErrArgumentsNotObj, "arguments are %s", kindOf(ar))
+	}
+	if !utf8.Valid(ar) {
+		return invalidUTF8(apath, ar)
 	}
 	tc.Arguments = append(json.RawMessage(nil), ar...)
 	return nil
@@ -357,5 +386,577 @@ func kindOf(raw []byte) string {
 		return "null"
 	default:
 		return "a number"
+	}
+}
+
+// decodeString decodes the JSON string raw into s, refusing what encoding/json would
+// silently repair (see replaced).
+func decodeString(raw json.RawMessage, field string, s *string) *RowError {
+	if err := json.Unmarshal(raw, s); err != nil {
+		return rowErr(field, ErrWrongType, "want a string, got %s", kindOf(raw))
+	}
+	if replaced(raw, *s) {
+		return invalidUTF8(field, raw)
+	}
+	return nil
+}
+
+// replaced reports whether decoding the JSON string raw into s replaced something with
+// U+FFFD: encoding/json does so, without an error, for bytes that are not UTF-8 and for \u
+// escapes of lone UTF-16 surrogates. Every U+FFFD of s must come from raw, spelled as is
+// or as the escape \ufffd; any other is a replacement.
+func replaced(raw []byte, s string) bool {
+	n := strings.Count(s, "\uFFFD")
+	if n == 0 {
+		return false
+	}
+	return n != bytes.Count(raw, []byte("\uFFFD"))+countEscapedFFFD(raw)
+}
+
+// countEscapedFFFD counts the escapes \ufffd (any case) in the JSON text raw.
+func countEscapedFFFD(raw []byte) int {
+	n := 0
+	for i := 0; i < len(raw); i++ {
+		if raw[i] != '\\' || i+1 >= len(raw) {
+			continue
+		}
+		if raw[i+1] == 'u' && i+6 <= len(raw) && strings.EqualFold(string(raw[i+2:i+6]), "fffd") {
+			n++
+		}
+		i++ // skip the escaped character, so that \\ufffd is not counted
+	}
+	return n
+}
+
+// invalidUTF8 is the RowError for text in raw that is not valid UTF-8, naming the first
+// bad byte (or the escape) for people.
+func invalidUTF8(field string, raw []byte) *RowError {
+	if i := firstInvalid(raw); i >= 0 {
+		return rowErr(field, ErrInvalidUTF8, "byte %#x at offset %d of the value is not UTF-8", raw[i], i)
+	}
+	return rowErr(field, ErrInvalidUTF8, "a \\u escape of a lone UTF-16 surrogate (not a character)")
+}
+
+func firstInvalid(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n == 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// ReadRecord returns the next record (a JSONL line, or a Parquet row as JSON) with its line
+// number, without parsing it, so that a caller can run ParseRow on several goroutines: Read
+// is ReadRecord followed by ParseRow(data, r.Name(), line, cfg). Blank lines are skipped
+// (and counted in Blank); an over-long line comes back as a *RowError, as from Read, and
+// stream errors stick. data is only valid until the next call.
+func (r *Reader) ReadRecord() (data []byte, line int64, err error) {
+	if r.err != nil {
+		return nil, 0, r.err
+	}
+	for {
+		data, line, err := r.next()
+		if err != nil {
+			var tl *tooLong
+			if errors.As(err, &tl) {
+				return nil, line, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
+					Detail: fmt.Sprintf("line is longer than --max-line-bytes=%d (%d bytes or more)", r.cfg.maxLine(), tl.n),
+					Raw:    tl.prefix}
+			}
+			if err != io.EOF {
+				err = fmt.Errorf("%s: line %d: %w", r.name, line, err)
+			}
+			r.err = err
+			return nil, line, err
+		}
+		if len(bytes.TrimSpace(data)) == 0 {
+			r.Blank++
+			continue
+		}
+		return data, line, nil
+	}
+}
+
+// The fast path. Most rows are plain: string contents, tool calls with string arguments, a
+// bool label, a behavior string. encoding/json validates every nested value again each time
+// parseRow unmarshals a part of the row (four or five passes over most bytes) and allocates a
+// map per object; on such rows that was most of prep's parsing time. fastRow validates the
+// row once, then walks it without re-validating. It accepts only rows it fully understands
+// and that parseRow would accept: anything else (every bad row, duplicate keys, escaped
+// keys, content as a list of parts, U+FFFD anywhere in a decoded string) returns ok false,
+// and parseRow decides, with its exact errors. For the rows it accepts, its Row equals
+// parseRow's (TestFastRowMatches and FuzzFastRow check this).
+func fastRow(data []byte, cfg Config) (row Row, ok bool) {
+	if !utf8.Valid(data) || !json.Valid(data) {
+		return Row{}, false
+	}
+	i := jsonSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return Row{}, false
+	}
+	var known [7][]byte // the values of knownKeys, in fastKeys order
+	dup := false
+	ok = eachMember(data[i:jsonEnd(data, i)], func(key, val []byte) bool {
+		if bytes.IndexByte(key, '\\') >= 0 {
+			return false
+		}
+		if k := fastKeyIndex(key); k >= 0 {
+			if known[k] != nil {
+				dup = true
+				return false
+			}
+			known[k] = val
+			return true
+		}
+		if row.Extra == nil {
+			row.Extra = make(map[string]json.RawMessage)
+		}
+		if _, seen := row.Extra[string(key)]; seen {
+			return false
+		}
+		row.Extra[string(key)] = append(json.RawMessage(nil), val...)
+		return true
+	})
+	if !ok || dup {
+		return Row{}, false
+	}
+	conv, msgs := known[0], known[1]
+	key := "conversations"
+	if conv == nil || isNull(conv) {
+		if msgs != nil && !isNull(msgs) {
+			key, conv = "messages", msgs
+		}
+	}
+	if conv == nil || isNull(conv) || conv[0] != '[' {
+		return Row{}, false
+	}
+	n := 0
+	eachElement(conv, func([]byte) bool { n++; return true })
+	if n == 0 {
+		return Row{}, false
+	}
+	row.Messages = make([]Message, 0, n)
+	if !eachElement(conv, func(v []byte) bool {
+		row.Messages = append(row.Messages, Message{})
+		return fastMessage(v, &row.Messages[len(row.Messages)-1])
+	}) {
+		return Row{}, false
+	}
+	if checkOrder(row.Messages, key) != nil {
+		return Row{}, false
+	}
+
+	switch lr := known[2]; {
+	case lr != nil && string(lr) == "true":
+		row.Label, row.HasLabel = true, true
+	case lr != nil && string(lr) == "false":
+		row.Label, row.HasLabel = false, true
+	case (lr == nil || isNull(lr)) && cfg.MissingLabel != nil:
+		row.Label = *cfg.MissingLabel
+	default:
+		return Row{}, false
+	}
+	for k, name := range []string{"behavior", "pattern", "category"} {
+		br := known[4+k]
+		if br == nil || isNull(br) {
+			continue
+		}
+		s, ok := fastString(br)
+		if !ok {
+			return Row{}, false
+		}
+		row.Behavior, row.BehaviorField = s, name
+		break
+	}
+	if tr := known[3]; tr != nil && !isNull(tr) {
+		if tr[0] != '[' {
+			return Row{}, false
+		}
+		row.Tools = append(json.RawMessage(nil), tr...)
+	}
+	return row, true
+}
+
+// fastKeyIndex numbers the keys parseRow interprets: conversations, messages, label, tools,
+// behavior, pattern, category; -1 for any other.
+func fastKeyIndex(key []byte) int {
+	switch string(key) {
+	case "conversations":
+		return 0
+	case "messages":
+		return 1
+	case "label":
+		return 2
+	case "tools":
+		return 3
+	case "behavior":
+		return 4
+	case "pattern":
+		return 5
+	case "category":
+		return 6
+	}
+	return -1
+}
+
+// fastMessage is parseMessage on a validated value, for the plain shapes only.
+func fastMessage(v []byte, m *Message) bool {
+	if v[0] != '{' {
+		return false
+	}
+	var role, content, name, callID, calls []byte
+	seen := 0
+	if !eachMember(v, func(key, val []byte) bool {
+		var slot *[]byte
+		switch string(key) {
+		case "role":
+			slot = &role
+		case "content":
+			slot = &content
+		case "name":
+			slot = &name
+		case "tool_call_id":
+			slot = &callID
+		case "tool_calls":
+			slot = &calls
+		default:
+			if bytes.IndexByte(key, '\\') >= 0 {
+				return false // an escaped key might spell one of the above
+			}
+			return true
+		}
+		if *slot != nil {
+			return false // duplicate: let encoding/json's last-one-wins path decide
+		}
+		*slot = val
+		seen++
+		return true
+	}) {
+		return false
+	}
+	var ok bool
+	if role == nil || isNull(role) {
+		return false
+	}
+	if m.Role, ok = fastString(role); !ok || !knownRoles[m.Role] {
+		return false
+	}
+	if content != nil && !isNull(content) {
+		s, ok := fastString(content)
+		if !ok {
+			return false
+		}
+		m.Content = &s
+	}
+	if name != nil && !isNull(name) {
+		if m.Name, ok = fastString(name); !ok {
+			return false
+		}
+	}
+	if callID != nil && !isNull(callID) {
+		if m.ToolCallID, ok = fastString(callID); !ok {
+			return false
+		}
+	}
+	if calls != nil && !isNull(calls) {
+		if calls[0] != '[' {
+			return false
+		}
+		n := 0
+		eachElement(calls, func([]byte) bool { n++; return true })
+		if n > 0 && m.Role != "assistant" {
+			return false
+		}
+		if n > 0 {
+			m.ToolCalls = make([]ToolCall, 0, n)
+			if !eachElement(calls, func(c []byte) bool {
+				m.ToolCalls = append(m.ToolCalls, ToolCall{})
+				return fastToolCall(c, &m.ToolCalls[len(m.ToolCalls)-1])
+			}) {
+				return false
+			}
+		}
+	}
+	if m.Role == "assistant" {
+		return m.Content != nil || len(m.ToolCalls) > 0
+	}
+	return m.Content != nil
+}
+
+// fastToolCall is parseToolCall on a validated value, for the plain shapes only.
+func fastToolCall(v []byte, tc *ToolCall) bool {
+	if v[0] != '{' {
+		return false
+	}
+	var id, typ, fn []byte
+	if !eachMember(v, func(key, val []byte) bool {
+		var slot *[]byte
+		switch string(key) {
+		case "id":
+			slot = &id
+		case "type":
+			slot = &typ
+		case "function":
+			slot = &fn
+		default:
+			return bytes.IndexByte(key, '\\') < 0
+		}
+		if *slot != nil {
+			return false
+		}
+		*slot = val
+		return true
+	}) {
+		return false
+	}
+	var ok bool
+	if id != nil && !isNull(id) {
+		if tc.ID, ok = fastString(id); !ok {
+			return false
+		}
+	}
+	if typ != nil && !isNull(typ) {
+		if tc.Type, ok = fastString(typ); !ok {
+			return false
+		}
+	}
+	if fn == nil || fn[0] != '{' {
+		return false
+	}
+	var name, args []byte
+	if !eachMember(fn, func(key, val []byte) bool {
+		var slot *[]byte
+		switch string(key) {
+		case "name":
+			slot = &name
+		case "arguments":
+			slot = &args
+		default:
+			return bytes.IndexByte(key, '\\') < 0
+		}
+		if *slot != nil {
+			return false
+		}
+		*slot = val
+		return true
+	}) {
+		return false
+	}
+	if name == nil || isNull(name) {
+		return false
+	}
+	if tc.Name, ok = fastString(name); !ok || strings.TrimSpace(tc.Name) == "" {
+		return false
+	}
+	if args == nil || isNull(args) {
+		return false
+	}
+	switch args[0] {
+	case '"':
+		s, ok := fastString(args)
+		if !ok {
+			return false
+		}
+		a := bytes.TrimSpace([]byte(s))
+		if len(a) == 0 || a[0] != '{' || !json.Valid(a) {
+			return false
+		}
+		tc.Arguments, tc.ArgumentsWasString = a, true
+	case '{':
+		tc.Arguments = append(json.RawMessage(nil), args...)
+	default:
+		return false
+	}
+	return true
+}
+
+// fastString decodes a validated JSON string value as encoding/json does; false for
+// anything else, and for a string that decodes to U+FFFD anywhere (parseRow tells a real
+// U+FFFD from a replaced byte or surrogate; this path does not try).
+func fastString(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", false
+	}
+	s := v[1 : len(v)-1]
+	if bytes.IndexByte(s, '\\') < 0 {
+		if bytes.Contains(s, []byte("\uFFFD")) {
+			return "", false
+		}
+		return string(s), true
+	}
+	out := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c != '\\' {
+			out = append(out, c)
+			continue
+		}
+		i++
+		switch s[i] {
+		case '"', '\\', '/':
+			out = append(out, s[i])
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			r, ok := hex4(s[i+1:])
+			if !ok {
+				return "", false
+			}
+			i += 4
+			if utf16.IsSurrogate(r) {
+				// Only a high surrogate followed by a low one is a character.
+				if i+6 >= len(s) || s[i+1] != '\\' || s[i+2] != 'u' {
+					return "", false
+				}
+				r2, ok := hex4(s[i+3:])
+				if !ok {
+					return "", false
+				}
+				r = utf16.DecodeRune(r, r2)
+				if r == utf8.RuneError {
+					return "", false
+				}
+				i += 6
+			}
+			out = utf8.AppendRune(out, r)
+		default:
+			return "", false
+		}
+	}
+	if bytes.Contains(out, []byte("\uFFFD")) {
+		return "", false
+	}
+	return string(out), true
+}
+
+func hex4(b []byte) (rune, bool) {
+	if len(b) < 4 {
+		return 0, false
+	}
+	var r rune
+	for _, c := range b[:4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c = c - 'a' + 10
+		case c >= 'A' && c <= 'F':
+			c = c - 'A' + 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
+}
+
+// jsonSpace skips JSON whitespace from i.
+func jsonSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// jsonEnd returns the index just past the value that starts at b[i], in valid JSON.
+func jsonEnd(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return stringEnd(b, i)
+	case '{', '[':
+		depth := 0
+		for j := i; j < len(b); j++ {
+			switch b[j] {
+			case '"':
+				j = stringEnd(b, j) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return j + 1
+				}
+			}
+		}
+		return len(b)
+	}
+	j := i
+	for j < len(b) && b[j] != ',' && b[j] != '}' && b[j] != ']' && b[j] != ' ' && b[j] != '\t' && b[j] != '\n' && b[j] != '\r' {
+		j++
+	}
+	return j
+}
+
+// stringEnd returns the index just past the string that starts at b[i] == '"', in valid
+// JSON: the next quote not escaped by an odd run of backslashes.
+func stringEnd(b []byte, i int) int {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return len(b)
+		}
+		j += k
+		n := 0
+		for p := j - 1; p > i && b[p] == '\\'; p-- {
+			n++
+		}
+		if n%2 == 0 {
+			return j + 1
+		}
+		j++
+	}
+}
+
+// eachMember calls fn with the raw key (between its quotes) and the value of every member
+// of the valid JSON object obj, until fn returns false; it returns fn's last answer.
+func eachMember(obj []byte, fn func(key, val []byte) bool) bool {
+	i := jsonSpace(obj, 1)
+	if obj[i] == '}' {
+		return true
+	}
+	for {
+		ke := stringEnd(obj, i)
+		key := obj[i+1 : ke-1]
+		i = jsonSpace(obj, jsonSpace(obj, ke)+1) // past the colon
+		ve := jsonEnd(obj, i)
+		if !fn(key, obj[i:ve]) {
+			return false
+		}
+		i = jsonSpace(obj, ve)
+		if obj[i] == '}' {
+			return true
+		}
+		i = jsonSpace(obj, i+1) // past the comma
+	}
+}
+
+// eachElement calls fn with every element of the valid JSON array arr, until fn returns
+// false; it returns fn's last answer.
+func eachElement(arr []byte, fn func(val []byte) bool) bool {
+	i := jsonSpace(arr, 1)
+	if arr[i] == ']' {
+		return true
+	}
+	for {
+		ve := jsonEnd(arr, i)
+		if !fn(arr[i:ve]) {
+			return false
+		}
+		i = jsonSpace(arr, ve)
+		if arr[i] == ']' {
+			return true
+		}
+		i = jsonSpace(arr, i+1)
 	}
 }

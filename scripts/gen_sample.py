@@ -941,6 +941,11 @@ def build_broken():
         ("line_too_long", "", r([user, {"role": "assistant", "content": long_text}])),
         ("ok", "", r([{"role": "user", "content": "Résumé du plan, s'il vous plaît 🙏"},
                       {"role": "assistant", "content": "Voici le résumé : trois objectifs, deux risques."}], behavior=None)),
+        # A \u escape of a lone UTF-16 surrogate: valid JSON syntax, but not text; Go's
+        # encoding/json would silently turn it into U+FFFD and Python's json.loads keeps it.
+        ("invalid_utf8", "conversations[0].content",
+         '{"conversations": [{"role": "user", "content": "Broken surrogate \\ud800 here"}, '
+         '{"role": "assistant", "content": "ok"}], "label": true, "behavior": "error_recovery"}'),
     ]
     lines, tsv = [], []
     for i, (reason, field, line) in enumerate(cases, 1):

@@ -15,28 +15,47 @@ import (
 // role and shape of each message (system, user, assistant text, assistant tool calls, tool
 // result), which of the strings becomes its content, how many calls it makes and which id
 // each call and tool result carries; args is every call's arguments (as a JSON string, or as
-// a raw object when it is one and the script says so); tools, when script's length is odd,
-// becomes a tools list.
+// a raw object when the script says so; wrapped as {"q": args} when it is no JSON object);
+// tools, when script's length is odd, becomes a tools list. The script is bent to the
+// loader's order rules and a final assistant answer added when missing, so that most rows
+// get past the loader to the template, whose own rules are stricter.
 func fuzzRow(script []byte, strs [3]string, args string) []byte {
 	pick := func(b byte) any {
-		switch b % 5 {
-		case 0, 1, 2:
-			return strs[b%3]
-		case 3:
+		if b%4 == 3 {
 			return ""
 		}
-		return nil // a null content
+		return strs[b%4]
 	}
 	ids := []string{"abcdefghi", strs[1], "", "call_" + strs[2], "A1b2C3d4E"}
 	argsObj := json.Valid([]byte(args)) && strings.HasPrefix(strings.TrimSpace(args), "{")
+	if !argsObj {
+		b, _ := json.Marshal(map[string]string{"q": args})
+		args = string(b)
+	}
 	var msgs []map[string]any
 	var lastIDs []string
+	prev := ""
 	for i, b := range script {
 		if i == 48 {
 			break
 		}
 		m := map[string]any{}
-		switch b % 5 {
+		// Bend the script to the loader's order rules: system only first, then a user
+		// message, tool results only after calls, no two users or answers in a row.
+		kind := b % 5
+		if kind == 0 && i > 0 {
+			kind = 1
+		}
+		if kind == 4 && prev != "calls" && prev != "tool" {
+			kind = 1
+		}
+		if (kind == 2 || kind == 3) && (prev == "" || prev == "system" || prev == "assistant") {
+			kind = 1
+		}
+		if kind == 1 && prev == "user" {
+			kind = 2
+		}
+		switch kind {
 		case 0:
 			m["role"], m["content"] = "system", pick(b>>3)
 		case 1:
@@ -47,6 +66,8 @@ func fuzzRow(script []byte, strs [3]string, args string) []byte {
 			m["role"] = "assistant"
 			if b&0x80 != 0 {
 				m["content"] = pick(b >> 3)
+			} else if b&0x10 != 0 {
+				m["content"] = nil
 			}
 			var calls []map[string]any
 			lastIDs = lastIDs[:0]
@@ -54,10 +75,14 @@ func fuzzRow(script []byte, strs [3]string, args string) []byte {
 				id := ids[(int(b>>2)+j)%len(ids)]
 				lastIDs = append(lastIDs, id)
 				var a any = args
-				if argsObj && b&0x40 != 0 {
+				if b&0x40 != 0 {
 					a = json.RawMessage(args)
 				}
-				fn := map[string]any{"name": []string{"f", strs[0], "get_x"}[(int(b)+j)%3], "arguments": a}
+				name := []string{"f", strs[0], "get_x"}[(int(b)+j)%3]
+				if strings.TrimSpace(name) == "" {
+					name = "f"
+				}
+				fn := map[string]any{"name": name, "arguments": a}
 				c := map[string]any{"type": "function", "function": fn}
 				if id != "" || b&0x20 == 0 {
 					c["id"] = id
@@ -68,17 +93,28 @@ func fuzzRow(script []byte, strs [3]string, args string) []byte {
 		case 4:
 			m["role"], m["content"] = "tool", pick(b>>3)
 			id := strs[1]
-			if len(lastIDs) > 0 {
+			if len(lastIDs) > 0 && b&0x80 == 0 {
 				id = lastIDs[int(b>>3)%len(lastIDs)]
 			}
 			m["tool_call_id"] = id
 		}
+		prev, _ = m["role"].(string)
+		if kind == 3 {
+			prev = "calls"
+		}
 		msgs = append(msgs, m)
+	}
+	switch prev {
+	case "", "system":
+		msgs = append(msgs, map[string]any{"role": "user", "content": strs[0]})
+		fallthrough
+	case "user", "tool":
+		msgs = append(msgs, map[string]any{"role": "assistant", "content": strs[len(script)%3]})
 	}
 	row := map[string]any{"conversations": msgs, "label": len(script)%3 != 0, "behavior": strs[2]}
 	if len(script)%2 == 1 {
 		params := json.RawMessage(`{"type": "object"}`)
-		if json.Valid([]byte(args)) {
+		if argsObj {
 			params = json.RawMessage(args)
 		}
 		row["tools"] = []any{map[string]any{"type": "function", "function": map[string]any{"name": strs[0], "parameters": params}}}

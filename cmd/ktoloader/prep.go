@@ -7,7 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
+	"strconv"
+	"strings"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -75,6 +78,9 @@ type prepFlags struct {
 	report    string
 	cpuProf   string
 	memProf   string
+	shard     int
+	numShards int
+	memLimit  string
 }
 
 func init() {
@@ -122,6 +128,9 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar even on a terminal")
 	fl.StringVar(&f.report, "report", "", "also write the HTML data-quality report (--report alone: OUT/report.html)")
 	fl.Lookup("report").NoOptDefVal = "-"
+	fl.IntVar(&f.shard, "shard-index", 0, "with --num-shards: which shard this run processes, 0 … N-1 (an array job's task index)")
+	fl.IntVar(&f.numShards, "num-shards", 1, "process only the rows of one of N shards (by a hash of the row's prompt group), so N runs share the input; combine their outputs with ktoloader merge")
+	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (GOMEMLIMIT syntax: 512MiB, 2GiB; 0 or off: none); $GOMEMLIMIT wins")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
 	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fl.MarkHidden("cpuprofile")
@@ -130,6 +139,17 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 }
 
 func runPrep(cmd *cobra.Command, f *prepFlags) error {
+	if f.numShards < 1 {
+		return usagef("--num-shards must be at least 1")
+	}
+	if f.shard < 0 || f.shard >= f.numShards {
+		return usagef("--shard-index %d is not in 0 … %d (--num-shards %d)", f.shard, f.numShards-1, f.numShards)
+	}
+	restore, err := setMemoryLimit(f.memLimit)
+	if err != nil {
+		return err
+	}
+	defer restore()
 	lcfg, err := f.in.config()
 	if err != nil {
 		return err
@@ -183,6 +203,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		Render: ropt, KTO: kc, Out: f.out, Force: f.force,
 		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
 		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
+		NumShards: f.numShards, ShardIndex: f.shard,
 	}
 	if bar != nil {
 		cfg.Progress = func(n int64) {
@@ -240,6 +261,59 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	}
 	printManifest(cmd.OutOrStdout(), m, filepath.Clean(f.out))
 	return nil
+}
+
+// setMemoryLimit sets the Go heap's soft limit, unless $GOMEMLIMIT does. With a limit, and
+// unless $GOGC says otherwise, it also raises GOGC to 1000: prep's live heap is small (tens
+// of MB, plus ~50 bytes per example) while it allocates a lot per row, so the default GOGC
+// of 100 collects hundreds of times per 100k rows, and each collection also empties the
+// tokenizer's pooled chunk caches. The limit, not GOGC, then bounds the heap. It returns a
+// function that restores the previous settings (tests run prep in-process).
+func setMemoryLimit(spec string) (restore func(), err error) {
+	restore = func() {}
+	if os.Getenv("GOMEMLIMIT") != "" {
+		return restore, nil
+	}
+	switch strings.ToLower(spec) {
+	case "", "0", "off", "none":
+		return restore, nil
+	}
+	n, err := parseBytes(spec)
+	if err != nil || n <= 0 {
+		return restore, usagef("--memory-limit %q: want a size such as 384MiB or 2GiB", spec)
+	}
+	oldLimit := debug.SetMemoryLimit(n)
+	oldGC := -2
+	if os.Getenv("GOGC") == "" {
+		oldGC = debug.SetGCPercent(1000)
+	}
+	return func() {
+		debug.SetMemoryLimit(oldLimit)
+		if oldGC != -2 {
+			debug.SetGCPercent(oldGC)
+		}
+	}, nil
+}
+
+// parseBytes reads a size as GOMEMLIMIT writes it: a number with an optional B, KiB, MiB,
+// GiB or TiB suffix.
+func parseBytes(s string) (int64, error) {
+	units := []struct {
+		suffix string
+		mult   int64
+	}{{"TiB", 1 << 40}, {"GiB", 1 << 30}, {"MiB", 1 << 20}, {"KiB", 1 << 10}, {"B", 1}}
+	mult := int64(1)
+	for _, u := range units {
+		if strings.HasSuffix(s, u.suffix) {
+			s, mult = strings.TrimSuffix(s, u.suffix), u.mult
+			break
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
+	if err != nil {
+		return 0, err
+	}
+	return n * mult, nil
 }
 
 func writeHeapProfile(path string) error {

@@ -42,7 +42,7 @@ func TestPrepCLI(t *testing.T) {
 	if err := json.Unmarshal([]byte(stdout), &m); err != nil {
 		t.Fatalf("--json output is not JSON: %v\n%s", err, stdout)
 	}
-	if m.Counts.Read != 28 || m.Counts.Read != m.Counts.Written+m.Counts.Rejected || !m.Tokenizer.Demo {
+	if m.Counts.Read != 29 || m.Counts.Read != m.Counts.Written+m.Counts.Rejected || !m.Tokenizer.Demo {
 		t.Errorf("summary %+v", m)
 	}
 	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err != nil {

@@ -1,11 +1,29 @@
 // Package pipeline is `ktoloader prep` as a library: it streams rows through validation,
 // the Mistral template and the tokenizer (in parallel, output in input order), keeps the
 // tokenized examples in a spill file, plans the split and the KTO batches on compact keys,
-// and writes kto/, kto_packed/ and sft/ shards, rejects.jsonl and the manifest (last).
+// and writes kto/, kto_packed/ and sft/ shards, rejects.jsonl and the manifest (last). Merge
+// combines the outputs of a sharded run (Config.NumShards) into one.
 //
-// Memory: rows in flight are bounded by a window (Workers × 64); the spill file holds the
-// examples on disk; RAM holds only a ~56-byte key and three lengths per example (for the
-// split, the batch plan and the length statistics), and one batch or one SFT window of ids.
+// Pass one (pass1.go, stage.go): one goroutine splits the input into records; Workers
+// goroutines parse, validate, render, place in a shard, tokenize, truncate, key and encode
+// each record; one goroutine takes the results in input order, counts them, writes rejects
+// and appends the encoded examples to the spill file. Pass two (write.go), per split: one
+// goroutine reads each planned batch back from the spill and makes its kto/ rows, while
+// three more write kto/, pack and write kto_packed/, and pack and write sft/.
+//
+// Memory. Per written example RAM holds, for the whole run, its planning key (kto.Key: two
+// hashes, the label and the interned behavior's string header, 40 bytes) and its offset in
+// the spill (8 bytes): about 48 bytes. Planning adds, for a moment, what kto.PlanSplit and
+// kto.PlanBatches need (per example about 30 bytes, per prompt group about 100), and pass two
+// holds the batch plan (about 12 bytes an example) with the spill offsets. The peak is
+// therefore about 120 bytes an example: ~120 MB for 1M rows, ~1.2 GB for 10M. Everything
+// else is bounded whatever the input: Workers × 64 records in flight, 64 batches queued per
+// writer, one SFT window (kto.Config.SFTWindow sequences), one Parquet row group per writer
+// (export.DefaultRowGroupRows rows), the tokenizer's bounded chunk caches, and the lengths
+// for the manifest's statistics as counts per length. The examples themselves (ids, text)
+// live in the spill file on disk, about 3 KB each. So RAM is O(n) with a small constant, not
+// O(1): past a few million rows per run, split the input with NumShards (each run then holds
+// 1/N of the keys) rather than raising the memory limit.
 package pipeline
 
 import (
@@ -41,7 +59,15 @@ type Config struct {
 	MaxReject  float64
 	ConfigEcho map[string]any // the flags to record in the manifest (all but workers)
 
-	// Progress, when set, is called after each input row with the rows read so far.
+	// NumShards > 1 makes this run one of NumShards that together process the input: it
+	// keeps the rows whose shard (a hash of the rendered prompt; see shard.go) is
+	// ShardIndex, in [0, NumShards), and counts the others in counts.notes as
+	// skipped_other_shard. 0 or 1: every row.
+	NumShards  int
+	ShardIndex int
+
+	// Progress, when set, is called after each input row with the rows handled so far
+	// (those of other shards included).
 	Progress func(read int64)
 }
 
@@ -57,6 +83,8 @@ var (
 	ErrStrict = errors.New("stopped at the first rejected row (--strict)")
 	// ErrTooManyRejects: more than --max-reject-frac of the rows were rejected.
 	ErrTooManyRejects = errors.New("too many rejected rows (--max-reject-frac)")
+	// ErrBadShard: ShardIndex is not in [0, NumShards), or NumShards is negative.
+	ErrBadShard = errors.New("bad shard")
 )
 
 // Splits in output order.
@@ -72,6 +100,9 @@ func Run(cfg Config) (*export.Manifest, error) {
 	}
 	if err := cfg.KTO.Validate(); err != nil {
 		return nil, err
+	}
+	if cfg.NumShards < 0 || cfg.ShardIndex < 0 || (cfg.NumShards > 1 && cfg.ShardIndex >= cfg.NumShards) || (cfg.NumShards <= 1 && cfg.ShardIndex != 0) {
+		return nil, fmt.Errorf("%w: shard index %d of %d shards", ErrBadShard, cfg.ShardIndex, cfg.NumShards)
 	}
 	mistral, err := tokenize.NewMistral(cfg.Tokenizer, cfg.Render)
 	if err != nil {
@@ -99,100 +130,29 @@ func Run(cfg Config) (*export.Manifest, error) {
 	for k, v := range cfg.ConfigEcho {
 		m.Config[k] = v
 	}
+	if cfg.NumShards > 1 { // merge reads these to check that its inputs make one whole
+		m.Config["shard_index"], m.Config["num_shards"] = cfg.ShardIndex, cfg.NumShards
+	}
 	m.Tokenizer = export.TokenizerInfo{Name: cfg.TokSource, Kind: cfg.TokKind, SHA256: cfg.Tokenizer.SHA256(),
 		Demo: cfg.TokDemo, VocabSize: cfg.Tokenizer.VocabSize()}
 
-	// Pass one: read, validate, render, tokenize, truncate; spill what passes.
-	var keys []kto.Key
-	var lens [][2]int32
-	notes := map[string]int64{}
-	var read int64
-	for _, in := range cfg.Inputs {
-		r, err := in.Open(cfg.Loader)
-		if err != nil {
-			return nil, err
-		}
-		type result struct {
-			ex      tokenize.Example
-			trimmed int
-		}
-		err = ordered(cfg.Workers, cfg.Workers*64, r.Read,
-			func(row *loader.Row) (result, error) {
-				ex, err := mistral.Example(row)
-				if err != nil {
-					return result{}, err
-				}
-				n, err := kto.Truncate(&ex, cfg.KTO)
-				return result{ex, n}, err
-			},
-			func(it *item[result]) error {
-				read++
-				if cfg.Progress != nil {
-					cfg.Progress(read)
-				}
-				re := it.bad
-				if re == nil && it.err != nil {
-					re = &loader.RowError{File: it.row.File, Line: it.row.Line, Err: it.err, Raw: it.row.Raw}
-					var le *kto.LengthError
-					if errors.As(it.err, &le) {
-						re.Detail = le.Error() // carries the length, for people and the report
-					}
-					var te *tokenize.TemplateError
-					if errors.As(it.err, &te) {
-						re.Field = te.Field
-					}
-				}
-				if re != nil {
-					m.Counts.Read++
-					m.Counts.Rejected++
-					m.Counts.Reasons[loader.Reason(re)]++
-					if err := rej.Write(re); err != nil {
-						return err
-					}
-					if cfg.Strict {
-						return fmt.Errorf("%w: %v", ErrStrict, re)
-					}
-					return nil
-				}
-				ex := &it.out.ex
-				if _, err := sp.Append(ex); err != nil {
-					return err
-				}
-				m.Counts.Read++
-				m.Counts.Written++
-				keys = append(keys, kto.KeyOf(ex))
-				lens = append(lens, [2]int32{int32(len(ex.PromptIDs)), int32(len(ex.CompletionIDs))})
-				if ex.RepairedIDs > 0 {
-					notes["repaired_tool_call_ids"] += int64(ex.RepairedIDs)
-					notes["rows_with_repaired_ids"]++
-				}
-				if ex.TextWithTools {
-					notes["assistant_text_with_tools"]++
-				}
-				if it.out.trimmed > 0 {
-					notes["truncated"]++
-				}
-				return nil
-			})
-		sum, size := r.Digest()
-		m.Inputs = append(m.Inputs, export.Input{Name: in.Name, SHA256: sum, Bytes: size})
-		if cerr := r.Close(); err == nil && cerr != nil {
-			err = fmt.Errorf("%s: %w", in.Name, cerr)
-		}
-		if err != nil {
-			return nil, err
-		}
+	// Pass one: read, then on the workers parse, validate, render, tokenize, truncate and
+	// encode; spill what passes, in input order.
+	p1, err := passOne(cfg, mistral, sp, rej, m)
+	if err != nil {
+		return nil, err
 	}
+	keys := p1.keys
 	if err := sp.Finish(); err != nil {
 		return nil, err
 	}
-	if len(notes) > 0 {
-		m.Counts.Notes = notes
+	if len(p1.notes) > 0 {
+		m.Counts.Notes = p1.notes
 	}
 	if cfg.MaxReject > 0 && m.Counts.Read > 0 && float64(m.Counts.Rejected) > cfg.MaxReject*float64(m.Counts.Read) {
 		return nil, fmt.Errorf("%w: %d of %d rows (limit %.3g)", ErrTooManyRejects, m.Counts.Rejected, m.Counts.Read, cfg.MaxReject)
 	}
-	m.Tokens = tokenStats(lens)
+	m.Tokens = p1.lens.stats()
 
 	// Plan the split on the keys, then each split's batches.
 	isTest, splitStats, err := kto.PlanSplit(keys, cfg.KTO)
@@ -204,17 +164,13 @@ func Run(cfg Config) (*export.Manifest, error) {
 	ktoCfg, _ := kc.WithDefaults()
 	m.KTO.BatchSize = ktoCfg.BatchSize
 	m.Packing.MaxLen = ktoCfg.MaxLen
-	for _, split := range splits {
-		idx := make([]int, 0, len(keys))
-		for i := range keys {
-			if isTest[i] == (split == "test") {
-				idx = append(idx, i)
-			}
-		}
-		if len(idx) == 0 {
+	parts := partition(keys, isTest, splitStats.Test)
+	p1.keys, keys, isTest = nil, nil, nil // parts own the keys now; writeSplit drops them once planned
+	for i := range parts {
+		if len(parts[i].keys) == 0 {
 			continue
 		}
-		files, err := writeSplit(cfg, ktoCfg, sp, rej, keys, idx, split, m)
+		files, err := writeSplit(cfg, ktoCfg, sp, rej, &parts[i], m)
 		m.Files = append(m.Files, files...)
 		if err != nil {
 			return nil, err
@@ -233,145 +189,44 @@ func Run(cfg Config) (*export.Manifest, error) {
 	return m, nil
 }
 
-// writeSplit writes one split's kto/, kto_packed/ and sft/ shards.
-func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, keys []kto.Key, idx []int, split string, m *export.Manifest) (files []export.FileInfo, err error) {
-	sub := make([]kto.Key, len(idx))
-	for j, i := range idx {
-		sub[j] = keys[i]
-	}
-	plan, bstats, err := kto.PlanBatches(sub, kc)
-	if err != nil {
-		return nil, err
-	}
-	if bstats.Dropped > 0 {
-		if err := rejectDropped(sp, rej, idx, plan, m); err != nil {
-			return nil, err
-		}
-	}
-	kw, err := export.NewShardWriter[kto.KTORow](cfg.Out, "kto", split, cfg.Writer)
-	if err != nil {
-		return nil, err
-	}
-	pw, err := export.NewShardWriter[kto.PackedRow](cfg.Out, "kto_packed", split, cfg.Writer)
-	if err != nil {
-		kw.Abort()
-		return nil, err
-	}
-	sw, err := export.NewShardWriter[kto.SFTRow](cfg.Out, "sft", split, cfg.Writer)
-	if err != nil {
-		kw.Abort()
-		pw.Abort()
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			kw.Abort()
-			pw.Abort()
-			sw.Abort()
-		}
-	}()
-	sft, err := kto.NewSFTPacker(kc)
-	if err != nil {
-		return nil, err
-	}
-	sc := export.SplitCounts{Behaviors: map[string]export.LabelCounts{}}
-	var packStats kto.PackStats
-	batch := make([]tokenize.Example, 0, kc.BatchSize)
-	for b, members := range plan {
-		batch = batch[:0]
-		for _, j := range members {
-			ex, err := sp.Get(idx[j])
-			if err != nil {
-				return nil, err
-			}
-			batch = append(batch, ex)
-		}
-		rows, klCut := kto.BatchRows(batch, int64(b), kc)
-		bstats.KLTruncated += klCut
-		if err := kw.Write(rows...); err != nil {
-			return nil, err
-		}
-		packed, ps, err := kto.PackBatch(rows, kc)
-		if err != nil {
-			return nil, err
-		}
-		packStats.Add(ps)
-		if err := pw.Write(packed...); err != nil {
-			return nil, err
-		}
-		for k := range batch {
-			ex := &batch[k]
-			sc.Examples++
-			lc := sc.Behaviors[ex.Behavior]
-			if ex.Label {
-				sc.Desirable++
-				lc.Desirable++
-				srows, err := sft.Add(ex)
-				if err != nil {
-					return nil, err
-				}
-				if err := sw.Write(srows...); err != nil {
-					return nil, err
-				}
-			} else {
-				sc.Undesirable++
-				lc.Undesirable++
-			}
-			sc.Behaviors[ex.Behavior] = lc
-		}
-	}
-	if err := sw.Write(sft.Flush()...); err != nil {
-		return nil, err
-	}
-	m.Counts.Splits[split] = sc
-	m.KTO.Splits[split] = export.BatchInfo{Examples: int64(bstats.Examples), Desirable: int64(bstats.Desirable),
-		Undesirable: int64(bstats.Undesirable), Batches: int64(bstats.Batches), LastBatch: int64(bstats.LastBatch),
-		Dropped: int64(bstats.Dropped), NoDesirable: int64(bstats.NoDesirable), NoUndesirable: int64(bstats.NoUndesirable),
-		KLTruncated: int64(bstats.KLTruncated)}
-	ss := sft.Stats()
-	m.Packing.KTOPacked[split] = export.PackInfo{Rows: int64(packStats.Rows), Sequences: int64(packStats.Sequences), Tokens: packStats.Tokens, Fill: packStats.Fill}
-	m.Packing.SFT[split] = export.PackInfo{Rows: int64(ss.Rows), Sequences: int64(ss.Sequences), Tokens: ss.Tokens, Fill: ss.Fill}
-	for _, w := range []interface {
-		Close() ([]export.FileInfo, error)
-	}{kw, pw, sw} {
-		fi, err := w.Close()
-		files = append(files, fi...)
-		if err != nil {
-			return files, err
-		}
-	}
-	return files, nil
+// splitPart is one split's examples: their keys and their indices in the spill.
+type splitPart struct {
+	name string
+	keys []kto.Key
+	idx  []int32 // nil: the identity (every example, in spill order)
 }
 
-// rejectDropped accounts for the examples that --drop-last left out of the last, partial KTO
-// batch: they are rejected (reason drop_last, in rejects.jsonl with their source), so that
-// read = written + rejected still holds and nothing vanishes.
-func rejectDropped(sp *spill, rej *Rejects, idx []int, plan [][]int, m *export.Manifest) error {
-	in := make([]bool, len(idx))
-	for _, b := range plan {
-		for _, j := range b {
-			in[j] = true
-		}
+// spillIndex is the spill index of the part's j-th example.
+func (p *splitPart) spillIndex(j int) int {
+	if p.idx == nil {
+		return j
 	}
-	for j, ok := range in {
-		if ok {
+	return int(p.idx[j])
+}
+
+// partition divides keys into the train and test parts without a second copy of the large
+// side: test keys (the smaller side, nTest of them) are copied out and train keys are
+// compacted in place. With no test examples train is keys itself, indices implied.
+func partition(keys []kto.Key, isTest []bool, nTest int) []splitPart {
+	if nTest == 0 {
+		return []splitPart{{name: "train", keys: keys}}
+	}
+	test := splitPart{name: "test", keys: make([]kto.Key, 0, nTest), idx: make([]int32, 0, nTest)}
+	train := splitPart{name: "train", idx: make([]int32, 0, len(keys)-nTest)}
+	w := 0
+	for i := range keys {
+		if isTest[i] {
+			test.keys = append(test.keys, keys[i])
+			test.idx = append(test.idx, int32(i))
 			continue
 		}
-		ex, err := sp.Get(idx[j])
-		if err != nil {
-			return err
-		}
-		file, line := splitSource(ex.Source)
-		re := &loader.RowError{File: file, Line: line, Err: errDropLast,
-			Detail: "left out of the last, partial KTO batch by --drop-last"}
-		m.Counts.Written--
-		m.Counts.Rejected++
-		m.Counts.Reasons[reasonDropLast]++
-		if err := rej.Write(re); err != nil {
-			return err
-		}
+		keys[w] = keys[i]
+		train.idx = append(train.idx, int32(i))
+		w++
 	}
-	return nil
+	clear(keys[w:]) // drop the behavior strings' references
+	train.keys = keys[:w:w]
+	return []splitPart{train, test}
 }
 
 const reasonDropLast = "drop_last"
@@ -391,14 +246,4 @@ func splitSource(src string) (string, int64) {
 	}
 	n, _ := strconv.ParseInt(src[i+1:], 10, 64)
 	return src[:i], n
-}
-
-func tokenStats(lens [][2]int32) export.TokenStats {
-	p := make([]int, len(lens))
-	c := make([]int, len(lens))
-	t := make([]int, len(lens))
-	for i, l := range lens {
-		p[i], c[i], t[i] = int(l[0]), int(l[1]), int(l[0]+l[1])
-	}
-	return export.TokenStats{Prompt: export.Summarize(p), Completion: export.Summarize(c), Total: export.Summarize(t)}
 }

@@ -113,8 +113,8 @@ func TestAccounting(t *testing.T) {
 		t.Errorf("reasons sum %d, rejected %d", sum, c.Rejected)
 	}
 	sample := int64(bytes.Count(testdata.SampleJSONL, []byte("\n")))
-	if c.Read != sample+28 {
-		t.Errorf("read %d rows, inputs hold %d", c.Read, sample+28)
+	if c.Read != sample+29 {
+		t.Errorf("read %d rows, inputs hold %d", c.Read, sample+29)
 	}
 	rej, err := os.ReadFile(filepath.Join(out, "rejects.jsonl"))
 	if err != nil {

@@ -51,19 +51,37 @@ func putIDs(b []byte, ids []int32) []byte {
 	return b
 }
 
-// Append writes one example and returns its index.
-func (s *spill) Append(ex *tokenize.Example) (int, error) {
-	b := s.buf[:0]
+// putRuns appends marks as len+1 (0 for nil), the number of runs, then the run lengths,
+// alternating false and true, starting with false: PromptAssistant is a few long runs, so
+// this is a few bytes where one byte per token would be a tenth of the record.
+func putRuns(b []byte, marks []bool) []byte {
+	if marks == nil {
+		return putU(b, 0)
+	}
+	b = putU(b, uint64(len(marks))+1)
+	var runs []uint64
+	cur, n := false, uint64(0)
+	for _, m := range marks {
+		if m != cur {
+			runs = append(runs, n)
+			cur, n = m, 0
+		}
+		n++
+	}
+	runs = append(runs, n)
+	b = putU(b, uint64(len(runs)))
+	for _, r := range runs {
+		b = putU(b, r)
+	}
+	return b
+}
+
+// encodeExample appends the spill record of ex to b. Workers encode, so that the one
+// goroutine that appends records only copies bytes.
+func encodeExample(b []byte, ex *tokenize.Example) []byte {
 	b = putIDs(b, ex.PromptIDs)
 	b = putIDs(b, ex.CompletionIDs)
-	b = putU(b, uint64(len(ex.PromptAssistant)))
-	for _, m := range ex.PromptAssistant {
-		if m {
-			b = append(b, 1)
-		} else {
-			b = append(b, 0)
-		}
-	}
+	b = putRuns(b, ex.PromptAssistant)
 	b = putStr(b, ex.Prompt)
 	b = putStr(b, ex.Completion)
 	flags := byte(0)
@@ -78,11 +96,21 @@ func (s *spill) Append(ex *tokenize.Example) (int, error) {
 	b = putStr(b, ex.Source)
 	b = putU(b, uint64(ex.RepairedIDs))
 	b = binary.LittleEndian.AppendUint64(b, ex.Group)
-	s.buf = b
-	if _, err := s.w.Write(b); err != nil {
+	return b
+}
+
+// Append writes one example and returns its index.
+func (s *spill) Append(ex *tokenize.Example) (int, error) {
+	s.buf = encodeExample(s.buf[:0], ex)
+	return s.AppendRecord(s.buf)
+}
+
+// AppendRecord writes one record made by encodeExample and returns its index.
+func (s *spill) AppendRecord(rec []byte) (int, error) {
+	if _, err := s.w.Write(rec); err != nil {
 		return 0, err
 	}
-	s.size += int64(len(b))
+	s.size += int64(len(rec))
 	s.off = append(s.off, s.size)
 	return s.Len() - 1, nil
 }
@@ -106,13 +134,7 @@ func (s *spill) Get(i int) (tokenize.Example, error) {
 	var ex tokenize.Example
 	ex.PromptIDs = d.ids()
 	ex.CompletionIDs = d.ids()
-	if m := d.u(); m > 0 && d.err == nil && m <= uint64(len(d.b)) {
-		ex.PromptAssistant = make([]bool, m)
-		for k := range ex.PromptAssistant {
-			ex.PromptAssistant[k] = d.b[k] == 1
-		}
-		d.b = d.b[m:]
-	}
+	ex.PromptAssistant = d.runs()
 	ex.Prompt = d.str()
 	ex.Completion = d.str()
 	flags := d.byte()
@@ -175,6 +197,38 @@ func (d *decoder) str() string {
 	s := string(d.b[:n])
 	d.b = d.b[n:]
 	return s
+}
+
+// runs reads what putRuns wrote.
+func (d *decoder) runs() []bool {
+	w := d.u()
+	if w == 0 || d.err != nil {
+		return nil
+	}
+	want := w - 1
+	k := d.u()
+	if d.err != nil || want > math.MaxInt32 || k > want+1 || k > uint64(len(d.b)) {
+		d.err = errCorruptSpill
+		return nil
+	}
+	marks := make([]bool, 0, min(want, 1<<16))
+	cur := false
+	for ; k > 0 && d.err == nil; k-- {
+		n := d.u()
+		if n > want-uint64(len(marks)) {
+			d.err = errCorruptSpill
+			return nil
+		}
+		for ; n > 0; n-- {
+			marks = append(marks, cur)
+		}
+		cur = !cur
+	}
+	if uint64(len(marks)) != want {
+		d.err = errCorruptSpill
+		return nil
+	}
+	return marks
 }
 
 func (d *decoder) ids() []int32 {

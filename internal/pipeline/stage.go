@@ -8,25 +8,79 @@ import (
 	"github.com/ktoloader/ktoloader/loader"
 )
 
-// item is one input row on its way through the workers: a row to tokenize, or the loader's
-// verdict that it is bad. seq is its position in the input, which fixes the output order.
+// item is one input record on its way through the workers. seq is its position in the
+// input, which fixes the output order. The reader fills data and line (or bad, for a line
+// the reader itself refuses); a worker parses and processes the record and fills the rest.
 type item[T any] struct {
 	seq  int64
-	row  loader.Row
-	bad  *loader.RowError
+	data []byte // the raw record, owned by the item
+	line int64
+	row  loader.Row       // the parsed row (when bad is nil)
+	bad  *loader.RowError // the loader's verdict on a bad record
 	out  T
 	err  error // the worker's verdict on a valid row (template error, too long)
-	done bool
+	cost int64 // bytes of data counted against inFlightBytes until emitted
 }
 
-// ordered runs work on every valid row with n workers and hands the results to emit in input
-// order, so the output does not depend on n or on scheduling. At most window rows are in
-// flight at once: memory is bounded by the window, not by the input. next yields rows as
-// loader.Reader.Read does (a *loader.RowError for a bad row, io.EOF at the end, anything else
-// is a stream error that ends the run). emit returning an error stops everything.
-func ordered[T any](n, window int, next func() (loader.Row, error),
-	work func(*loader.Row) (T, error),
-	emit func(it *item[T]) error) error {
+// inFlightBytes bounds the raw bytes of the records in flight, whatever the window: a
+// record count alone would let Workers × 64 lines of --max-line-bytes (64 MiB) be held at
+// once, 64 GiB on 16 cores. One record is always let through, however long.
+const inFlightBytes = 256 << 20
+
+// byteBudget is a counting semaphore of bytes that can be stopped.
+type byteBudget struct {
+	mu      sync.Mutex
+	cond    sync.Cond
+	used    int64
+	max     int64
+	stopped bool
+}
+
+func newByteBudget(max int64) *byteBudget {
+	b := &byteBudget{max: max}
+	b.cond.L = &b.mu
+	return b
+}
+
+// acquire waits until n more bytes fit (or nothing is in flight); false once stopped.
+func (b *byteBudget) acquire(n int64) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.stopped && b.used > 0 && b.used+n > b.max {
+		b.cond.Wait()
+	}
+	if b.stopped {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *byteBudget) release(n int64) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+func (b *byteBudget) stop() {
+	b.mu.Lock()
+	b.stopped = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// recordReader is what ordered reads: loader.Reader.ReadRecord.
+type recordReader func() (data []byte, line int64, err error)
+
+// ordered runs work on every record with n workers and hands the items to emit in input
+// order, so the output does not depend on n or on scheduling. Parsing happens in work, on
+// the workers: only the line splitting (and decompression) is serial. At most window records
+// are in flight at once: memory is bounded by the window, not by the input. next yields
+// records as loader.Reader.ReadRecord does (a *loader.RowError for a line it refuses, io.EOF
+// at the end, anything else is a stream error that ends the run). emit returning an error
+// stops everything.
+func ordered[T any](n, window int, next recordReader, work func(*item[T]), emit func(it *item[T]) error) error {
 	if n < 1 {
 		n = 1
 	}
@@ -37,6 +91,7 @@ func ordered[T any](n, window int, next func() (loader.Row, error),
 	results := make(chan *item[T], window)
 	slots := make(chan struct{}, window)
 	stop := make(chan struct{})
+	budget := newByteBudget(inFlightBytes)
 	var readErr error
 
 	go func() { // the reader: the only goroutine touching next
@@ -47,12 +102,12 @@ func ordered[T any](n, window int, next func() (loader.Row, error),
 			case <-stop:
 				return
 			}
-			row, err := next()
+			data, line, err := next()
 			if err == io.EOF {
 				<-slots
 				return
 			}
-			it := &item[T]{seq: seq}
+			it := &item[T]{seq: seq, line: line}
 			var re *loader.RowError
 			switch {
 			case errors.As(err, &re):
@@ -62,7 +117,11 @@ func ordered[T any](n, window int, next func() (loader.Row, error),
 				<-slots
 				return
 			default:
-				it.row = row
+				it.cost = int64(len(data))
+				if !budget.acquire(it.cost) {
+					return
+				}
+				it.data = append([]byte(nil), data...) // next reuses its buffer
 			}
 			select {
 			case jobs <- it:
@@ -78,9 +137,7 @@ func ordered[T any](n, window int, next func() (loader.Row, error),
 		go func() {
 			defer wg.Done()
 			for it := range jobs {
-				if it.bad == nil {
-					it.out, it.err = work(&it.row)
-				}
+				work(it)
 				select {
 				case results <- it:
 				case <-stop:
@@ -106,9 +163,12 @@ func ordered[T any](n, window int, next func() (loader.Row, error),
 			}
 			delete(pending, want)
 			want++
-			if err := emit(cur); err != nil {
+			err := emit(cur)
+			budget.release(cur.cost)
+			if err != nil {
 				emitErr = err
 				close(stop)
+				budget.stop()
 				break
 			}
 			<-slots

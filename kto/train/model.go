@@ -260,28 +260,10 @@ func rmsNorm(x, w *graph.Node, eps float64) *graph.Node {
 	return graph.Mul(normed, graph.Reshape(w, dims...))
 }
 
-// attentionBias is the additive attention mask [R, T, T]: 0 where query t may attend key s
-// (s ≤ t in the same sequence), a large negative number elsewhere. Padding (segment 0)
-// attends only to itself: every row keeps its diagonal, so no softmax row is empty (an
-// empty row gives NaN gradients), and padding never reaches the loss.
-func attentionBias(segmentIDs *graph.Node) *graph.Node {
-	g := segmentIDs.Graph()
-	r, t := segmentIDs.Shape().Dimensions[0], segmentIDs.Shape().Dimensions[1]
-	segQ := graph.BroadcastToDims(graph.Reshape(segmentIDs, r, t, 1), r, t, t)
-	segK := graph.BroadcastToDims(graph.Reshape(segmentIDs, r, 1, t), r, t, t)
-	same := graph.LogicalAnd(graph.Equal(segQ, segK), graph.NotEqual(segQ, graph.ScalarZero(g, segQ.DType())))
-	rowIdx := graph.Iota(g, shapes.Make(dtypes.Int32, t, t), 0)
-	colIdx := graph.Iota(g, shapes.Make(dtypes.Int32, t, t), 1)
-	causal := graph.BroadcastToDims(graph.Reshape(graph.GreaterOrEqual(rowIdx, colIdx), 1, t, t), r, t, t)
-	diag := graph.BroadcastToDims(graph.Reshape(graph.Equal(rowIdx, colIdx), 1, t, t), r, t, t)
-	allowed := graph.LogicalOr(graph.LogicalAnd(same, causal), diag)
-	return graph.Where(allowed, graph.ScalarZero(g, dtypes.Float32), graph.Scalar(g, dtypes.Float32, maskedScore))
-}
-
 // maskedScore is added to the scores of keys a query may not see: exp underflows to 0.
 const maskedScore = -1e9
 
-// ropeTables returns cos and sin [R, T, headDim] for the positions, as Hugging Face's
+// ropeTables returns cos and sin [..., headDim] for the positions [...], as Hugging Face's
 // MistralRotaryEmbedding: angle = position · θ^(−2i/d), the half table repeated twice.
 func ropeTables(positionIDs *graph.Node, headDim int, theta float64) (cos, sin *graph.Node) {
 	g := positionIDs.Graph()
@@ -290,9 +272,14 @@ func ropeTables(positionIDs *graph.Node, headDim int, theta float64) (cos, sin *
 		f := float32(1 / math.Pow(theta, float64(2*i)/float64(headDim)))
 		invFreq[i], invFreq[i+headDim/2] = f, f
 	}
-	r, t := positionIDs.Shape().Dimensions[0], positionIDs.Shape().Dimensions[1]
-	pos := graph.Reshape(graph.ConvertDType(positionIDs, dtypes.Float32), r, t, 1)
-	angles := graph.Mul(pos, graph.Reshape(graph.Const(g, invFreq), 1, 1, headDim))
+	dims := positionIDs.Shape().Dimensions
+	pos := graph.InsertAxes(graph.ConvertDType(positionIDs, dtypes.Float32), -1)
+	freqDims := make([]int, len(dims)+1)
+	for i := range freqDims {
+		freqDims[i] = 1
+	}
+	freqDims[len(dims)] = headDim
+	angles := graph.Mul(pos, graph.Reshape(graph.Const(g, invFreq), freqDims...))
 	return graph.Cos(angles), graph.Sin(angles)
 }
 
@@ -314,45 +301,61 @@ func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
 	return graph.Add(graph.Mul(x, cos), graph.Mul(rotated, sin))
 }
 
-// TokenLogProbs runs the decoder on rows of packed sequences (inputIDs, positionIDs,
-// segmentIDs: [R, T] int32) and returns log p(labels[i] | tokens ≤ t of t's sequence) at
-// the flat positions labelPos[i] = r·T + t: [C] float32 for labelPos and labels [C] int32.
-// Only those positions go through the LM head, whose [·, vocab] logits dominate memory
-// and time (prompts are not scored).
-func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, segmentIDs, labelPos, labels *graph.Node) *graph.Node {
-	g := inputIDs.Graph()
-	r, t := inputIDs.Shape().Dimensions[0], inputIDs.Shape().Dimensions[1]
+// SeqInputs are the graph inputs of one group of sequences in block layout (layout.go):
+// the tokens InputIDs and PositionIDs [N] int32, N a multiple of the block size B, each
+// sequence starting a block; the attention pairs PairQuery and PairKey [P] int32 (block
+// indexes) with PairBias [P, B, B] float32 (0 where query i of the query block may see key j
+// of the key block, a large negative number elsewhere); the scored positions LabelPos [C]
+// int32 (token indexes) and the ids they predict, Labels [C] int32.
+type SeqInputs struct {
+	InputIDs, PositionIDs *graph.Node
+	PairQuery, PairKey    *graph.Node
+	PairBias              *graph.Node
+	LabelPos, Labels      *graph.Node
+}
+
+// TokenLogProbs runs the decoder over the sequences and returns log p(Labels[i] | the
+// tokens of its sequence up to LabelPos[i]) [C] float32. Only the scored positions go
+// through the LM head, whose [·, vocab] logits dominate memory and time (prompts are not
+// scored).
+func (c ModelConfig) TokenLogProbs(ctx *context.Context, in SeqInputs) *graph.Node {
+	return c.labelLogProbs(ctx, c.hiddenStates(ctx, in), in.LabelPos, in.Labels)
+}
+
+// hiddenStates runs the decoder layers: [N, hidden].
+func (c ModelConfig) hiddenStates(ctx *context.Context, in SeqInputs) *graph.Node {
+	g := in.InputIDs.Graph()
+	n := in.InputIDs.Shape().Dimensions[0]
+	numPairs, bs := in.PairBias.Shape().Dimensions[0], in.PairBias.Shape().Dimensions[1]
+	numBlocks := n / bs
 	hd := c.headDim()
 	nh, nkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	group := nh / nkv
 
 	embed := weight(ctx, g, "/model/embed_tokens")
-	h := graph.Gather(embed, graph.Reshape(inputIDs, r, t, 1)) // [R, T, d]
+	h := graph.Gather(embed, graph.Reshape(in.InputIDs, n, 1)) // [N, d]
 
-	// One full-size mask for all layers: adding a size-1-axes mask broadcasts through a slow
-	// generic iterator on the CPU backend.
-	bias := graph.BroadcastToDims(graph.Reshape(attentionBias(segmentIDs), r, 1, t, 1, t), r, nkv, t, group, t)
-	cos, sin := ropeTables(positionIDs, hd, c.RopeTheta)
-	cosQ, sinQ := graph.Reshape(cos, r, t, 1, 1, hd), graph.Reshape(sin, r, t, 1, 1, hd)
-	cosK, sinK := graph.Reshape(cos, r, t, 1, hd), graph.Reshape(sin, r, t, 1, hd)
+	cos, sin := ropeTables(in.PositionIDs, hd, c.RopeTheta)
+	cosQ, sinQ := graph.Reshape(cos, n, 1, 1, hd), graph.Reshape(sin, n, 1, 1, hd)
+	cosK, sinK := graph.Reshape(cos, n, 1, hd), graph.Reshape(sin, n, 1, hd)
 	rot := rotateHalfMatrix(g, hd)
 	scale := 1 / math.Sqrt(float64(hd))
+	// One full-size bias for all layers: adding a size-1-axes tensor broadcasts through a slow
+	// generic iterator on the CPU backend.
+	bias := graph.BroadcastToDims(graph.Reshape(in.PairBias, numPairs, 1, bs, 1, bs), numPairs, nkv, bs, group, bs)
+	pairQ := graph.Reshape(in.PairQuery, numPairs, 1)
+	pairK := graph.Reshape(in.PairKey, numPairs, 1)
 
 	for l := range c.NumHiddenLayers {
 		p := "/model/layers/" + strconv.Itoa(l)
 		x := rmsNorm(h, weight(ctx, g, p+"/input_layernorm"), c.RMSNormEps)
 		// Query head j uses KV head j / group, as Hugging Face's repeat_kv.
-		q := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/q_proj")), r, t, nkv, group, hd)
-		k := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/k_proj")), r, t, nkv, hd)
-		v := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/v_proj")), r, t, nkv, hd)
-		q = graph.MulScalar(applyRope(q, cosQ, sinQ, rot), scale)
-		k = applyRope(k, cosK, sinK, rot)
-		// scores [R, KV, T, G, S]: batch (row, kv head), contract head dim.
-		scores := dot(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2})
-		probs := graph.Softmax(graph.Add(scores, bias), -1)
-		// [R, KV, T, G, hd] → [R, T, KV, G, hd] → [R, T, H·hd]
-		att := dot(probs, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
-		att = graph.Reshape(graph.TransposeAllAxes(att, 0, 2, 1, 3, 4), r, t, nh*hd)
+		q := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/q_proj")), n, nkv, group, hd)
+		k := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/k_proj")), n, nkv, hd)
+		v := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/v_proj")), numBlocks, bs, nkv, hd)
+		q = graph.Reshape(graph.MulScalar(applyRope(q, cosQ, sinQ, rot), scale), numBlocks, bs, nkv, group, hd)
+		k = graph.Reshape(applyRope(k, cosK, sinK, rot), numBlocks, bs, nkv, hd)
+		att := blockAttention(graph.Gather(q, pairQ), graph.Gather(k, pairK), graph.Gather(v, pairK), bias, pairQ, numBlocks)
 		h = graph.Add(h, linear(att, weight(ctx, g, p+"/self_attn/o_proj")))
 
 		x = rmsNorm(h, weight(ctx, g, p+"/post_attention_layernorm"), c.RMSNormEps)
@@ -360,19 +363,60 @@ func (c ModelConfig) TokenLogProbs(ctx *context.Context, inputIDs, positionIDs, 
 		up := linear(x, weight(ctx, g, p+"/mlp/up_proj"))
 		h = graph.Add(h, linear(graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), weight(ctx, g, p+"/mlp/down_proj")))
 	}
-	numLabels := labelPos.Shape().Dimensions[0]
-	h = graph.Gather(graph.Reshape(h, r*t, c.HiddenSize), graph.Reshape(labelPos, numLabels, 1)) // [C, d]
-	h = rmsNorm(h, weight(ctx, g, "/model/norm"), c.RMSNormEps)
-	var logits *graph.Node
+	return h
+}
+
+// blockAttention is softmax(q·k + bias)·v where a query's keys are spread over the pairs of
+// its block. q [P, B, KV, G, hd], k and v [P, B, KV, hd] are gathered per pair; bias is
+// [P, KV, B, G, B]; pairQ [P, 1] the query block of each pair. Each pair gives partial
+// numerators and denominators, shifted by the query's maximum score over all its pairs (a
+// constant for the gradient, as in graph.Softmax), and the partials are summed per block:
+// flash attention's exact combination. Returns [numBlocks·B, H·hd].
+func blockAttention(q, k, v, bias, pairQ *graph.Node, numBlocks int) *graph.Node {
+	g := q.Graph()
+	d := q.Shape().Dimensions
+	numPairs, bs, nkv, group, hd := d[0], d[1], d[2], d[3], d[4]
+	// scores [P, KV, B, G, B]: batch (pair, kv head), contract the head dim.
+	scores := graph.Add(dot(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2}), bias)
+	pairMax := graph.StopGradient(graph.ReduceMax(scores, -1)) // [P, KV, B, G]
+	lowest := graph.BroadcastToDims(graph.Infinity(g, dtypes.Float32, -1), numBlocks, nkv, bs, group)
+	blockMax := graph.ScatterMax(lowest, pairQ, pairMax, false, false)
+	shift := graph.StopGradient(graph.Reshape(graph.Gather(blockMax, pairQ), numPairs, nkv, bs, group, 1))
+	e := graph.Exp(graph.Sub(scores, shift))
+	// [P, KV, B, G, hd]: batch (pair, kv head), contract the keys.
+	num := dot(e, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
+	num = graph.ScatterSum(graph.Zeros(g, shapes.Make(dtypes.Float32, numBlocks, nkv, bs, group, hd)), pairQ, num, false, false)
+	den := graph.ScatterSum(graph.Zeros(g, shapes.Make(dtypes.Float32, numBlocks, nkv, bs, group)), pairQ,
+		graph.ReduceSum(e, -1), false, false)
+	// A padding block is in no pair: 0/1. Elsewhere den ≥ 1 (the maximum contributes exp(0)).
+	den = graph.Where(graph.Equal(den, graph.ScalarZero(g, dtypes.Float32)), graph.OnesLike(den), den)
+	out := graph.Div(num, graph.Reshape(den, numBlocks, nkv, bs, group, 1))
+	// [blocks, KV, B, G, hd] → [blocks, B, KV, G, hd] → [N, H·hd]
+	return graph.Reshape(graph.TransposeAllAxes(out, 0, 2, 1, 3, 4), numBlocks*bs, nkv*group*hd)
+}
+
+// labelLogProbs applies the final norm and the LM head to h [N, d] at labelPos [C] and
+// returns log p(labels) [C]: logit[label] − logsumexp(logits). The label's logit is a row
+// of the head gathered and dotted with the state, not a one-hot mask over the vocabulary.
+func (c ModelConfig) labelLogProbs(ctx *context.Context, h, labelPos, labels *graph.Node) *graph.Node {
+	g := h.Graph()
+	nl := labelPos.Shape().Dimensions[0]
+	x := graph.Gather(h, graph.Reshape(labelPos, nl, 1)) // [C, d]
+	x = rmsNorm(x, weight(ctx, g, "/model/norm"), c.RMSNormEps)
+	var logits, rows *graph.Node
 	if c.TieWordEmbeddings {
-		logits = dot(h, []int{1}, nil, embed, []int{1}, nil)
+		embed := weight(ctx, g, "/model/embed_tokens") // [vocab, d]
+		logits = dot(x, []int{1}, nil, embed, []int{1}, nil)
+		rows = graph.Gather(embed, graph.Reshape(labels, nl, 1))
 	} else {
-		logits = linear(h, weight(ctx, g, "/lm_head"))
+		head := weight(ctx, g, "/lm_head") // [d, vocab]
+		logits = linear(x, head)
+		rows = graph.Gather(graph.TransposeAllAxes(head, 1, 0), graph.Reshape(labels, nl, 1))
 	}
-	// log p(label) = logit[label] − logsumexp(logits), without materialising LogSoftmax.
-	shifted := graph.Sub(logits, graph.StopGradient(graph.ReduceAndKeep(logits, graph.ReduceMax, -1)))
-	logSumExp := graph.Log(graph.ReduceSum(graph.Exp(shifted), -1))
-	picked := graph.ReduceSum(graph.Mul(shifted, graph.OneHot(labels, c.VocabSize, dtypes.Float32)), -1)
+	picked := graph.ReduceSum(graph.Mul(x, rows), -1)
+	// Shift by the row maximum (a constant for the gradient) before Exp.
+	maxLogit := graph.StopGradient(graph.ReduceAndKeep(logits, graph.ReduceMax, -1))
+	logSumExp := graph.Add(graph.Log(graph.ReduceSum(graph.Exp(graph.Sub(logits, maxLogit)), -1)), graph.Reshape(maxLogit, nl))
 	return graph.Sub(picked, logSumExp)
 }
 

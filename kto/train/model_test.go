@@ -258,18 +258,62 @@ func refTokenLogProbs(ctx *context.Context, cfg ModelConfig, ids, pos, seg, labe
 
 func itoa(i int) string { return string(rune('0' + i)) }
 
-// TestTokenLogProbsMatchReference runs two packed rows through the graph model and through
-// refTokenLogProbs: same log-probs at every position, padding included, with an untied LM
-// head (Mistral) and with tied embeddings.
+// rowGroup lays rows of T packed tokens out in blocks of blockSize, scoring every non-padding
+// position p with labels[p]. The group's Slots hold each scored entry's row position.
+func rowGroup(ids, pos, seg, labels []int32, T, blockSize int) seqGroup {
+	b := &Batch{NumRows: len(ids) / T, InputIDs: ids, PositionIDs: pos, SegmentIDs: seg}
+	for p, sg := range seg {
+		if sg != 0 {
+			b.LabelPos = append(b.LabelPos, int32(p))
+			b.Labels = append(b.Labels, labels[p])
+			b.TargetSlot = append(b.TargetSlot, int32(p))
+			b.KLSlot = append(b.KLSlot, -1)
+		}
+	}
+	b.NumLabels = len(b.Labels)
+	targets, kls := b.sequences(T)
+	if len(kls) != 0 {
+		panic("rowGroup: KL sequences")
+	}
+	return newSeqGroup(targets, blockSize, needDims(targets, blockSize).rounded())
+}
+
+// groupLogProbs runs TokenLogProbs on a group and returns the log-prob of each row position
+// (NaN where not scored).
+func groupLogProbs(t *testing.T, ctx *context.Context, cfg ModelConfig, gr seqGroup, rowLen int) []float64 {
+	t.Helper()
+	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
+		return cfg.TokenLogProbs(ctx, seqInputs(in))
+	})
+	got := tensors.MustCopyFlatData[float32](exec.MustExec(groupArgs(&gr)...)[0])
+	out := make([]float64, rowLen)
+	for i := range out {
+		out[i] = math.NaN()
+	}
+	for i, p := range gr.Slots {
+		if p >= 0 {
+			out[p] = float64(got[i])
+		}
+	}
+	return out
+}
+
+// TestTokenLogProbsMatchReference runs two packed rows through the graph model (in block
+// layout) and through refTokenLogProbs: same log-probs at every non-padding position, with
+// an untied LM head (Mistral) and with tied embeddings, with blocks of 4 (sequences span up
+// to three blocks: cross-block pairs, padding blocks, pairs and labels) and of 32 (one block).
 func TestTokenLogProbsMatchReference(t *testing.T) {
 	for _, tied := range []bool{false, true} {
-		cfg := testModelConfig()
-		cfg.TieWordEmbeddings = tied
-		t.Run(map[bool]string{false: "untied", true: "tied"}[tied], func(t *testing.T) { testMatchReference(t, cfg) })
+		for _, bs := range []int{4, 32} {
+			cfg := testModelConfig()
+			cfg.TieWordEmbeddings = tied
+			name := map[bool]string{false: "untied", true: "tied"}[tied] + "_block" + itoa(bs/4)
+			t.Run(name, func(t *testing.T) { testMatchReference(t, cfg, bs) })
+		}
 	}
 }
 
-func testMatchReference(t *testing.T, cfg ModelConfig) {
+func testMatchReference(t *testing.T, cfg ModelConfig, blockSize int) {
 	ctx := newTestModel(t, cfg)
 	const T = 12
 	ids := []int32{
@@ -288,26 +332,18 @@ func testMatchReference(t *testing.T, cfg ModelConfig) {
 	for i := range labels {
 		labels[i] = ids[(i+1)%len(ids)] // any valid ids: every position is compared
 	}
-	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
-		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3], in[4])
-	})
-	shaped := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, 2, T) }
-	// Score every position, in reverse order, to exercise the gather.
-	labelPos := make([]int32, 2*T)
-	revLabels := make([]int32, 2*T)
-	for i := range labelPos {
-		labelPos[i] = int32(2*T - 1 - i)
-		revLabels[i] = labels[labelPos[i]]
+	gr := rowGroup(ids, pos, seg, labels, T, blockSize)
+	if blockSize == 4 && (gr.Need.Blocks != 2+1+3+1 || gr.Need.Pairs != 3+1+6+1) {
+		t.Fatalf("block layout needs %+v, want 7 blocks and 11 pairs", gr.Need)
 	}
-	gotRev := tensors.MustCopyFlatData[float32](exec.MustExec(shaped(ids), shaped(pos), shaped(seg), labelPos, revLabels)[0])
-	got := make([]float32, 2*T)
-	for i, p := range labelPos {
-		got[p] = gotRev[i]
-	}
+	got := groupLogProbs(t, ctx, cfg, gr, len(ids))
 	for r := range 2 {
 		want := refTokenLogProbs(ctx, cfg, ids[r*T:(r+1)*T], pos[r*T:(r+1)*T], seg[r*T:(r+1)*T], labels[r*T:(r+1)*T])
 		for tt := range T {
-			if g := float64(got[r*T+tt]); math.Abs(g-want[tt]) > 2e-4*(1+math.Abs(want[tt])) {
+			if seg[r*T+tt] == 0 {
+				continue
+			}
+			if g := got[r*T+tt]; math.IsNaN(g) || math.Abs(g-want[tt]) > 2e-4*(1+math.Abs(want[tt])) {
 				t.Errorf("row %d position %d: log p = %.6f, float64 reference %.6f", r, tt, g, want[tt])
 			}
 		}
@@ -336,21 +372,13 @@ func TestPackingIsolation(t *testing.T) {
 		}
 		return
 	}
-	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
-		return cfg.TokenLogProbs(ctx, in[0], in[1], in[2], in[3], in[4])
-	})
-	run := func(ids, pos, seg, lab []int32) []float32 {
-		sh := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, 1, T) }
-		all := make([]int32, T)
-		for i := range all {
-			all[i] = int32(i)
-		}
-		return tensors.MustCopyFlatData[float32](exec.MustExec(sh(ids), sh(pos), sh(seg), all, lab)[0])
+	run := func(ids, pos, seg, lab []int32) []float64 {
+		return groupLogProbs(t, ctx, cfg, rowGroup(ids, pos, seg, lab, T, 4), T)
 	}
 	alone := run(row(seqB))
 	packed := run(row(seqA, seqB))
 	for i := range len(seqB) - 1 {
-		if math.Abs(float64(alone[i]-packed[len(seqA)+i])) > 1e-5 {
+		if math.Abs(alone[i]-packed[len(seqA)+i]) > 1e-5 {
 			t.Errorf("token %d of the second sequence: %v alone, %v packed after another", i, alone[i], packed[len(seqA)+i])
 		}
 	}

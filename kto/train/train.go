@@ -176,28 +176,32 @@ func NewBackend(config string) (b backends.Backend, err error) {
 
 // runState is everything a run holds.
 type runState struct {
-	opts     Options
-	status   func(string)
-	backend  backends.Backend
-	shape    Shape
-	model    ModelConfig
-	loss     LossConfig
-	ctx      *context.Context
-	refCtx   *context.Context // frozen initial weights (on-the-fly mode)
-	ckpt     *checkpoints.Handler
-	lrVar    *context.Variable
-	optim    gradientOptimizer
-	trainEx  *context.Exec // apply the update
-	accumEx  *context.Exec // accumulate gradients only (GradAccum > 1)
-	evalEx   *context.Exec
-	refEx    *context.Exec
-	refTrain refLogProbs
-	refTest  refLogProbs
-	stats    SplitStats // of the train split
-	train    []string
-	test     []string
-	nTest    int // test batches
-	manifest Manifest
+	opts    Options
+	status  func(string)
+	backend backends.Backend
+	shape   Shape
+	model   ModelConfig
+	loss    LossConfig
+	ctx     *context.Context
+	refCtx  *context.Context // frozen initial weights (on-the-fly mode)
+	ckpt    *checkpoints.Handler
+	lrVar   *context.Variable
+	optim   gradientOptimizer
+	trainEx *shapedExec // apply the update
+	accumEx *shapedExec // accumulate gradients only (GradAccum > 1)
+	evalEx  *shapedExec
+	refEx   *shapedExec
+	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
+	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
+	blockSize int
+	fixedDims *layoutDims
+	refTrain  refLogProbs
+	refTest   refLogProbs
+	stats     SplitStats // of the train split
+	train     []string
+	test      []string
+	nTest     int // test batches
+	manifest  Manifest
 }
 
 // gradientOptimizer is implemented by GomlX's Adam: an update from given gradients.
@@ -366,22 +370,19 @@ func (s *runState) setup() error {
 	for v := range s.refCtx.IterVariables() {
 		v.SetTrainable(false)
 	}
-	// Each exec compiles one graph per input shape: bucketed rows × bucketed scored
-	// positions, a few dozen at most, so their caches are not capped.
-	if s.refEx, err = newExec(s.backend, s.refCtx, s.forwardGraph); err != nil {
-		return err
-	}
-	if s.trainEx, err = newExec(s.backend, s.ctx, s.stepGraph(true)); err != nil {
-		return err
-	}
-	if o.GradAccum > 1 {
-		if s.accumEx, err = newExec(s.backend, s.ctx, s.stepGraph(false)); err != nil {
+	s.blockSize = defaultBlockSize
+	if _, cpu := s.backend.(*simplego.Backend); !cpu {
+		// XLA compiles a graph in seconds: one shape for the whole run, the largest batch's.
+		if err := s.scanLayouts(); err != nil {
 			return err
 		}
 	}
-	if s.evalEx, err = newExec(s.backend, s.ctx, s.evalGraph); err != nil {
-		return err
+	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph)
+	s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true))
+	if o.GradAccum > 1 {
+		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
 	}
+	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed {
 		if s.refTrain, err = s.referenceLogProbs(SplitTrain, s.train, s.stats.Batches); err != nil {
 			return err
@@ -392,7 +393,7 @@ func (s *runState) setup() error {
 			}
 		}
 		// The frozen weights are no longer needed.
-		s.refEx.Finalize()
+		s.refEx.finalize()
 		s.refEx = nil
 		s.refCtx.Finalize()
 		s.refCtx = nil
@@ -400,12 +401,75 @@ func (s *runState) setup() error {
 	return nil
 }
 
-func newExec(b backends.Backend, ctx *context.Context, fn func(*context.Context, []*graph.Node) []*graph.Node) (*context.Exec, error) {
-	e, err := context.NewExec(b, ctx, fn)
-	if err != nil {
-		return nil, err
+// maxGraphsPerExec bounds the graphs a shapedExec keeps. A context.Exec compiles one graph
+// per input shape and never evicts one, and on the CPU backend most batches get a shape of
+// their own; compiling there takes milliseconds, so a full exec is simply rebuilt.
+const maxGraphsPerExec = 64
+
+// shapedExec runs a graph function for batches of any layout, keeping at most
+// maxGraphsPerExec compiled shapes.
+type shapedExec struct {
+	backend backends.Backend
+	ctx     *context.Context
+	fn      func(*context.Context, []*graph.Node) []*graph.Node
+	exec    *context.Exec
+	seen    map[layoutDims]bool
+}
+
+func newShapedExec(b backends.Backend, ctx *context.Context, fn func(*context.Context, []*graph.Node) []*graph.Node) *shapedExec {
+	return &shapedExec{backend: b, ctx: ctx, fn: fn, seen: map[layoutDims]bool{}}
+}
+
+func (e *shapedExec) run(dims layoutDims, args []any) ([]*tensors.Tensor, error) {
+	if !e.seen[dims] && len(e.seen) >= maxGraphsPerExec {
+		e.finalize()
+		// The variables (optimizer state included) exist by now: the rebuilt exec reuses them.
+		e.ctx = e.ctx.Reuse()
 	}
-	return e.SetMaxCache(-1), nil
+	if e.exec == nil {
+		exec, err := context.NewExec(e.backend, e.ctx, e.fn)
+		if err != nil {
+			return nil, err
+		}
+		e.exec = exec.SetMaxCache(-1)
+	}
+	e.seen[dims] = true
+	return e.exec.Exec(args...)
+}
+
+func (e *shapedExec) finalize() {
+	if e.exec != nil {
+		e.exec.Finalize()
+		e.exec = nil
+	}
+	clear(e.seen)
+}
+
+// scanLayouts sets fixedDims to sizes that fit every batch of both splits.
+func (s *runState) scanLayouts() error {
+	s.status("scanning batch shapes")
+	var most layoutDims
+	for _, files := range [][]string{s.train, s.test} {
+		if files == nil {
+			continue
+		}
+		br := NewBatchReader(files, s.shape)
+		for {
+			b, err := br.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+			_, _, need := b.layoutNeed(s.shape.MaxLen, s.blockSize)
+			most = layoutDims{most.Target.max(need.Target), most.KL.max(need.KL)}
+		}
+		br.Close()
+	}
+	s.fixedDims = &layoutDims{most.Target.rounded(), most.KL.rounded()}
+	return nil
 }
 
 // resolveModel picks the model config: the tiny preset sized to the vocabulary, or a
@@ -487,30 +551,40 @@ func (s *runState) openCheckpoints() error {
 	return nil
 }
 
-// Graph inputs, in order: three [R, T] int32 arrays, four [C] int32 arrays, then five [B]
-// float32 arrays.
+// Graph inputs, in order: the eight arrays of the target group (seqGroup), those of the
+// KL group, then five [B] float32 arrays.
 const (
-	inIDs = iota
+	inIDs = iota // offsets within a group
 	inPositions
-	inSegments
+	inPairQuery
+	inPairKey
+	inPairBias
 	inLabelPos
 	inLabels
-	inTargetSlot
-	inKLSlot
-	inDesirable
-	inPresent
-	inKLPresent
-	inRef
-	inRefKL
-	numInputs
+	inSlots
+	numGroupInputs
+
+	inTarget    = 0
+	inKL        = numGroupInputs
+	inDesirable = 2 * numGroupInputs
+	inPresent   = inDesirable + 1
+	inKLPresent = inDesirable + 2
+	inRef       = inDesirable + 3
+	inRefKL     = inDesirable + 4
 )
+
+func seqInputs(in []*graph.Node) SeqInputs {
+	return SeqInputs{InputIDs: in[inIDs], PositionIDs: in[inPositions], PairQuery: in[inPairQuery],
+		PairKey: in[inPairKey], PairBias: in[inPairBias], LabelPos: in[inLabelPos], Labels: in[inLabels]}
+}
 
 // forwardGraph returns the summed completion log-probs of targets and KL pairs, [B] each.
 func (s *runState) forwardGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
-	tokenLogp := s.model.TokenLogProbs(ctx, in[inIDs], in[inPositions], in[inSegments], in[inLabelPos], in[inLabels])
+	target := s.model.TokenLogProbs(ctx, seqInputs(in[inTarget:]))
+	kl := s.model.TokenLogProbs(ctx, seqInputs(in[inKL:]))
 	return []*graph.Node{
-		perSlotSum(tokenLogp, in[inTargetSlot], s.shape.BatchSize),
-		perSlotSum(tokenLogp, in[inKLSlot], s.shape.BatchSize),
+		perSlotSum(target, in[inTarget+inSlots], s.shape.BatchSize),
+		perSlotSum(kl, in[inKL+inSlots], s.shape.BatchSize),
 	}
 }
 
@@ -589,21 +663,48 @@ func (s *runState) stepGraph(apply bool) func(ctx *context.Context, in []*graph.
 	}
 }
 
+// layout lays a batch out for the graphs: padded to fixedDims, or to its own rounded sizes.
+func (s *runState) layout(b *Batch) (batchLayout, error) {
+	targets, kls, need := b.layoutNeed(s.shape.MaxLen, s.blockSize)
+	dims := layoutDims{need.Target.rounded(), need.KL.rounded()}
+	if s.fixedDims != nil {
+		dims = *s.fixedDims
+		if !dims.Target.fits(need.Target) || !dims.KL.fits(need.KL) {
+			return batchLayout{}, fmt.Errorf("batch %d needs %+v, more than the %+v scanned", b.Index, need, dims)
+		}
+	}
+	return newBatchLayout(targets, kls, s.blockSize, dims), nil
+}
+
 // batchArgs converts a batch to the graph inputs.
-func (s *runState) batchArgs(b *Batch, ref, refKL []float32) []any {
-	rt := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, b.Rows, s.shape.MaxLen) }
-	ct := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
+func (s *runState) batchArgs(l batchLayout, b *Batch, ref, refKL []float32) []any {
 	bt := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, s.shape.BatchSize) }
-	return []any{rt(b.InputIDs), rt(b.PositionIDs), rt(b.SegmentIDs),
-		ct(b.LabelPos), ct(b.Labels), ct(b.TargetSlot), ct(b.KLSlot),
-		bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL)}
+	args := append(groupArgs(&l.Target), groupArgs(&l.KL)...)
+	return append(args, bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL))
+}
+
+// groupArgs are a seqGroup's graph inputs, in the order of the in* offsets.
+func groupArgs(gr *seqGroup) []any {
+	vec := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
+	bs := gr.BlockSize
+	return []any{vec(gr.InputIDs), vec(gr.PositionIDs), vec(gr.PairQuery), vec(gr.PairKey),
+		tensors.FromFlatDataAndDimensions(gr.PairBias, gr.Dims.Pairs, bs, bs),
+		vec(gr.LabelPos), vec(gr.Labels), vec(gr.Slots)}
+}
+
+// execBatch lays a batch out and runs e on it.
+func (s *runState) execBatch(e *shapedExec, b *Batch, ref, refKL []float32) ([]*tensors.Tensor, error) {
+	l, err := s.layout(b)
+	if err != nil {
+		return nil, err
+	}
+	return e.run(layoutDims{l.Target.Dims, l.KL.Dims}, s.batchArgs(l, b, ref, refKL))
 }
 
 // refForward runs the frozen reference on a batch.
 func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
 	zero := make([]float32, s.shape.BatchSize)
-	args := s.batchArgs(b, zero, zero)
-	outs, err := s.refEx.Exec(args...)
+	outs, err := s.execBatch(s.refEx, b, zero, zero)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -712,7 +813,7 @@ func (s *runState) evaluate() (Metrics, error) {
 		if err != nil {
 			return Metrics{}, err
 		}
-		outs, err := s.evalEx.Exec(s.batchArgs(b, ref, refKL)...)
+		outs, err := s.execBatch(s.evalEx, b, ref, refKL)
 		if err != nil {
 			return Metrics{}, err
 		}
@@ -823,7 +924,7 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 			if micro < o.GradAccum-1 {
 				exec = s.accumEx
 			}
-			outs, err := exec.Exec(s.batchArgs(b, ref, refKL)...)
+			outs, err := s.execBatch(exec, b, ref, refKL)
 			if err != nil {
 				return sum, err
 			}

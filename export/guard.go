@@ -8,14 +8,30 @@ import (
 
 	"github.com/apache/arrow-go/v18/arrow/ipc"
 	"github.com/apache/arrow-go/v18/arrow/memory"
+	"github.com/parquet-go/parquet-go"
 )
 
-// Arrow's IPC reader trusts the lengths it finds in a file: a schema whose field or
-// children count is damaged makes it allocate that many fields up front (one flipped byte
-// asked for 160 GiB), and a buffer marked compressed makes it allocate the size the buffer
-// claims. The Go runtime cannot recover from running out of memory, so a recover is no
-// guard. openArrowFile checks the footer's schema before arrow reads it, and gives arrow
-// an allocator that refuses anything larger than the file.
+// The Parquet and Arrow readers trust the lengths they find in a file. parquet-go's OpenFile
+// allocates the footer length that the last 8 bytes state; arrow's IPC reader allocates as
+// many fields as a schema's (damaged) field or children count says (one flipped byte asked
+// for 160 GiB), and the size a buffer marked compressed claims. The Go runtime cannot
+// recover from running out of memory, so recover() is no guard against these: the checks
+// below run first, and arrow gets an allocator that refuses anything larger than the file.
+
+// openParquetChecked is parquet.OpenFile after checking that the footer length fits the file.
+func openParquetChecked(r io.ReaderAt, size int64) (*parquet.File, error) {
+	if size < 12 {
+		return nil, fmt.Errorf("parquet: file of %d bytes is too small", size)
+	}
+	var tail [8]byte
+	if _, err := r.ReadAt(tail[:], size-8); err != nil {
+		return nil, err
+	}
+	if n := int64(binary.LittleEndian.Uint32(tail[:4])); n > size-12 {
+		return nil, fmt.Errorf("parquet: footer length %d does not fit a %d-byte file", n, size)
+	}
+	return parquet.OpenFile(r, size)
+}
 
 // errArrowLayout: the footer is not what an Arrow IPC file of ktoloader's shape holds.
 var errArrowLayout = errors.New("arrow footer")

@@ -1,0 +1,170 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/tokenize"
+)
+
+// passOneResult is what pass one keeps in memory: per written example its planning key and
+// lengths (as counts), and the notes.
+type passOneResult struct {
+	keys    []kto.Key
+	lens    tokenHists
+	notes   map[string]int64
+	skipped int64 // rows of other shards
+}
+
+// worked is a worker's output for one valid row of this shard.
+type worked struct {
+	rec        []byte // the spill record
+	key        kto.Key
+	plen, clen int
+	repaired   int
+	textTools  bool
+	trimmed    bool
+	other      bool // the row belongs to another shard: skipped, not counted
+}
+
+// NoteSkippedOtherShard is the manifest note (counts.notes) that counts the input rows a
+// sharded run left to the other shards. They are not read, written or rejected by this run,
+// so read = written + rejected holds per run, and summed over the N runs of one input.
+const NoteSkippedOtherShard = "skipped_other_shard"
+
+// passOne streams every input through the workers: each record is parsed, validated,
+// rendered, placed in a shard, tokenized, truncated, keyed and encoded for the spill on a
+// worker; in input order, this goroutine then counts it, writes its reject or appends its
+// record to the spill and keeps its key.
+func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *export.Manifest) (*passOneResult, error) {
+	p := &passOneResult{notes: map[string]int64{}}
+	sharded := cfg.NumShards > 1
+	mine := func(h uint64) bool { return !sharded || shardOf(h, cfg.NumShards) == cfg.ShardIndex }
+	// Behavior strings are interned: a key per example must not hold its own copy (nor keep
+	// the parsed row's memory alive).
+	behaviors := map[string]string{}
+	intern := func(s string) string {
+		if t, ok := behaviors[s]; ok {
+			return t
+		}
+		behaviors[s] = s
+		return s
+	}
+	var seen int64 // records handled, this shard's or not (for Progress)
+	for _, in := range cfg.Inputs {
+		r, err := in.Open(cfg.Loader)
+		if err != nil {
+			return nil, err
+		}
+		name := r.Name()
+		work := func(it *item[worked]) {
+			if it.bad == nil {
+				row, err := loader.ParseRow(it.data, name, it.line, cfg.Loader)
+				it.data = nil // the row (or its error) holds its own copy as Raw
+				if err != nil {
+					if !errors.As(err, &it.bad) {
+						it.bad = &loader.RowError{File: name, Line: it.line, Err: err}
+					}
+				} else {
+					it.row = row
+				}
+			}
+			if it.bad != nil {
+				it.out.other = !mine(rawHash(it.bad.Raw))
+				return
+			}
+			rd, err := mistral.Render(&it.row)
+			if err != nil {
+				it.err = err
+				it.out.other = !mine(rawHash(it.row.Raw))
+				return
+			}
+			if sharded && !mine(groupOf(rd)) {
+				it.out.other = true
+				return
+			}
+			ex := mistral.Encode(&it.row, rd)
+			trimmed, err := kto.Truncate(&ex, cfg.KTO)
+			if err != nil {
+				it.err = err
+				return
+			}
+			w := &it.out
+			w.key = kto.KeyOf(&ex)
+			size := 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source) + len(ex.Behavior) + 64
+			w.rec = encodeExample(make([]byte, 0, size), &ex)
+			w.plen, w.clen = len(ex.PromptIDs), len(ex.CompletionIDs)
+			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, trimmed > 0
+			it.row = loader.Row{} // nothing of the row is needed once it is written
+		}
+		emit := func(it *item[worked]) error {
+			seen++
+			if cfg.Progress != nil {
+				cfg.Progress(seen)
+			}
+			if it.out.other {
+				p.skipped++
+				return nil
+			}
+			re := it.bad
+			if re == nil && it.err != nil {
+				re = &loader.RowError{File: it.row.File, Line: it.row.Line, Err: it.err, Raw: it.row.Raw}
+				var le *kto.LengthError
+				if errors.As(it.err, &le) {
+					re.Detail = le.Error() // carries the length, for people and the report
+				}
+				var te *tokenize.TemplateError
+				if errors.As(it.err, &te) {
+					re.Field = te.Field
+				}
+			}
+			m.Counts.Read++
+			if re != nil {
+				m.Counts.Rejected++
+				m.Counts.Reasons[loader.Reason(re)]++
+				if err := rej.Write(re); err != nil {
+					return err
+				}
+				if cfg.Strict {
+					return fmt.Errorf("%w: %v", ErrStrict, re)
+				}
+				return nil
+			}
+			w := &it.out
+			if _, err := sp.AppendRecord(w.rec); err != nil {
+				return err
+			}
+			m.Counts.Written++
+			w.key.Behavior = intern(w.key.Behavior)
+			p.keys = append(p.keys, w.key)
+			p.lens.add(w.plen, w.clen)
+			if w.repaired > 0 {
+				p.notes["repaired_tool_call_ids"] += int64(w.repaired)
+				p.notes["rows_with_repaired_ids"]++
+			}
+			if w.textTools {
+				p.notes["assistant_text_with_tools"]++
+			}
+			if w.trimmed {
+				p.notes["truncated"]++
+			}
+			return nil
+		}
+		err = ordered(cfg.Workers, cfg.Workers*64, r.ReadRecord, work, emit)
+		sum, size := r.Digest()
+		m.Inputs = append(m.Inputs, export.Input{Name: in.Name, SHA256: sum, Bytes: size})
+		if cerr := r.Close(); err == nil && cerr != nil {
+			err = fmt.Errorf("%s: %w", in.Name, cerr)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if p.skipped > 0 {
+		p.notes[NoteSkippedOtherShard] = p.skipped
+	}
+	return p, nil
+}
