@@ -8,9 +8,11 @@ import (
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"runtime/pprof"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
@@ -130,7 +132,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.Lookup("report").NoOptDefVal = "-"
 	fl.IntVar(&f.shard, "shard-index", 0, "with --num-shards: which shard this run processes, 0 … N-1 (an array job's task index)")
 	fl.IntVar(&f.numShards, "num-shards", 1, "process only the rows of one of N shards (by a hash of the row's prompt group), so N runs share the input; combine their outputs with ktoloader merge")
-	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (GOMEMLIMIT syntax: 512MiB, 2GiB; 0 or off: none); $GOMEMLIMIT wins")
+	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (512MiB, 2GiB; off: none; $GOMEMLIMIT wins); raised to twice the live heap when a large input needs more")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
 	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fl.MarkHidden("cpuprofile")
@@ -267,8 +269,9 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 // unless $GOGC says otherwise, it also raises GOGC to 1000: prep's live heap is small (tens
 // of MB, plus ~50 bytes per example) while it allocates a lot per row, so the default GOGC
 // of 100 collects hundreds of times per 100k rows, and each collection also empties the
-// tokenizer's pooled chunk caches. The limit, not GOGC, then bounds the heap. It returns a
-// function that restores the previous settings (tests run prep in-process).
+// tokenizer's pooled chunk caches. The limit, not GOGC, then bounds the heap, and
+// followLiveHeap moves it up when the live heap needs more. It returns a function that stops
+// that and restores the previous settings (tests run prep in-process).
 func setMemoryLimit(spec string) (restore func(), err error) {
 	restore = func() {}
 	if os.Getenv("GOMEMLIMIT") != "" {
@@ -287,12 +290,46 @@ func setMemoryLimit(spec string) (restore func(), err error) {
 	if os.Getenv("GOGC") == "" {
 		oldGC = debug.SetGCPercent(1000)
 	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		followLiveHeap(n, stop)
+	}()
 	return func() {
+		close(stop)
+		<-done
 		debug.SetMemoryLimit(oldLimit)
 		if oldGC != -2 {
 			debug.SetGCPercent(oldGC)
 		}
 	}, nil
+}
+
+// followLiveHeap raises the soft limit to twice the live heap (plus 64 MiB) whenever the
+// live heap outgrows half of it, until stop closes. The live heap grows with the number of
+// examples (~50 bytes each, ~120 at the planning peak: see package pipeline); past a few
+// million rows it would pass a fixed limit, and the collector would then run without pause.
+// With this, a small run stays under the limit and a big one collects at a normal pace.
+func followLiveHeap(limit int64, stop <-chan struct{}) {
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+		metrics.Read(sample)
+		if sample[0].Value.Kind() != metrics.KindUint64 {
+			return
+		}
+		if want := 2*int64(sample[0].Value.Uint64()) + 64<<20; want > limit {
+			limit = want
+			debug.SetMemoryLimit(limit)
+		}
+	}
 }
 
 // parseBytes reads a size as GOMEMLIMIT writes it: a number with an optional B, KiB, MiB,

@@ -22,8 +22,9 @@
 // (export.DefaultRowGroupRows rows), the tokenizer's bounded chunk caches, and the lengths
 // for the manifest's statistics as counts per length. The examples themselves (ids, text)
 // live in the spill file on disk, about 3 KB each. So RAM is O(n) with a small constant, not
-// O(1): past a few million rows per run, split the input with NumShards (each run then holds
-// 1/N of the keys) rather than raising the memory limit.
+// O(1). The prep command's soft heap limit (384 MiB by default) moves up to twice the live
+// heap when a run needs more, so a 10M-row run works, at about 3 GB of RSS; to keep every
+// run small, shard the input instead (NumShards: each run holds 1/N of the keys).
 package pipeline
 
 import (

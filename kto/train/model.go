@@ -355,6 +355,13 @@ func (c ModelConfig) hiddenStates(ctx *context.Context, in SeqInputs) *graph.Nod
 		v := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/v_proj")), numBlocks, bs, nkv, hd)
 		q = graph.Reshape(graph.MulScalar(applyRope(q, cosQ, sinQ, rot), scale), numBlocks, bs, nkv, group, hd)
 		k = graph.Reshape(applyRope(k, cosK, sinK, rot), numBlocks, bs, nkv, hd)
+		// Blocks are gathered once per pair (several times each), so they are transposed
+		// before, into the [batch, free, contracted] order the CPU backend's matrix product
+		// wants (it copies operands in any other order): q [blocks, KV, B, G, hd],
+		// k [blocks, KV, B, hd], v [blocks, KV, hd, B].
+		q = graph.TransposeAllAxes(q, 0, 2, 1, 3, 4)
+		k = graph.TransposeAllAxes(k, 0, 2, 1, 3)
+		v = graph.TransposeAllAxes(v, 0, 2, 3, 1)
 		att := blockAttention(graph.Gather(q, pairQ), graph.Gather(k, pairK), graph.Gather(v, pairK), bias, pairQ, numBlocks)
 		h = graph.Add(h, linear(att, weight(ctx, g, p+"/self_attn/o_proj")))
 
@@ -367,24 +374,24 @@ func (c ModelConfig) hiddenStates(ctx *context.Context, in SeqInputs) *graph.Nod
 }
 
 // blockAttention is softmax(q·k + bias)·v where a query's keys are spread over the pairs of
-// its block. q [P, B, KV, G, hd], k and v [P, B, KV, hd] are gathered per pair; bias is
-// [P, KV, B, G, B]; pairQ [P, 1] the query block of each pair. Each pair gives partial
-// numerators and denominators, shifted by the query's maximum score over all its pairs (a
-// constant for the gradient, as in graph.Softmax), and the partials are summed per block:
-// flash attention's exact combination. Returns [numBlocks·B, H·hd].
+// its block. q [P, KV, B, G, hd], k [P, KV, B, hd] and v [P, KV, hd, B] are gathered per
+// pair; bias is [P, KV, B, G, B]; pairQ [P, 1] the query block of each pair. Each pair gives
+// partial numerators and denominators, shifted by the query's maximum score over all its
+// pairs (a constant for the gradient, as in graph.Softmax), and the partials are summed per
+// block: flash attention's exact combination. Returns [numBlocks·B, H·hd].
 func blockAttention(q, k, v, bias, pairQ *graph.Node, numBlocks int) *graph.Node {
 	g := q.Graph()
 	d := q.Shape().Dimensions
-	numPairs, bs, nkv, group, hd := d[0], d[1], d[2], d[3], d[4]
+	numPairs, nkv, bs, group, hd := d[0], d[1], d[2], d[3], d[4]
 	// scores [P, KV, B, G, B]: batch (pair, kv head), contract the head dim.
-	scores := graph.Add(dot(q, []int{4}, []int{0, 2}, k, []int{3}, []int{0, 2}), bias)
+	scores := graph.Add(dot(q, []int{4}, []int{0, 1}, k, []int{3}, []int{0, 1}), bias)
 	pairMax := graph.StopGradient(graph.ReduceMax(scores, -1)) // [P, KV, B, G]
 	lowest := graph.BroadcastToDims(graph.Infinity(g, dtypes.Float32, -1), numBlocks, nkv, bs, group)
 	blockMax := graph.ScatterMax(lowest, pairQ, pairMax, false, false)
 	shift := graph.StopGradient(graph.Reshape(graph.Gather(blockMax, pairQ), numPairs, nkv, bs, group, 1))
 	e := graph.Exp(graph.Sub(scores, shift))
 	// [P, KV, B, G, hd]: batch (pair, kv head), contract the keys.
-	num := dot(e, []int{4}, []int{0, 1}, v, []int{1}, []int{0, 2})
+	num := dot(e, []int{4}, []int{0, 1}, v, []int{3}, []int{0, 1})
 	num = graph.ScatterSum(graph.Zeros(g, shapes.Make(dtypes.Float32, numBlocks, nkv, bs, group, hd)), pairQ, num, false, false)
 	den := graph.ScatterSum(graph.Zeros(g, shapes.Make(dtypes.Float32, numBlocks, nkv, bs, group)), pairQ,
 		graph.ReduceSum(e, -1), false, false)
