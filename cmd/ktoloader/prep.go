@@ -132,7 +132,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.Lookup("report").NoOptDefVal = "-"
 	fl.IntVar(&f.shard, "shard-index", 0, "with --num-shards: which shard this run processes, 0 … N-1 (an array job's task index)")
 	fl.IntVar(&f.numShards, "num-shards", 1, "process only the rows of one of N shards (by a hash of the row's prompt group), so N runs share the input; combine their outputs with ktoloader merge")
-	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (512MiB, 2GiB; off: none; $GOMEMLIMIT wins); raised to twice the live heap when a large input needs more")
+	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (512MiB, 2GiB; off: none; $GOMEMLIMIT wins); raised when the live heap of a large input comes close")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
 	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fl.MarkHidden("cpuprofile")
@@ -270,7 +270,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 // of MB, plus ~50 bytes per example) while it allocates a lot per row, so the default GOGC
 // of 100 collects hundreds of times per 100k rows, and each collection also empties the
 // tokenizer's pooled chunk caches. The limit, not GOGC, then bounds the heap, and
-// followLiveHeap moves it up when the live heap needs more. It returns a function that stops
+// followLiveHeap moves it up when the live heap itself comes close to it. It returns a function that stops
 // that and restores the previous settings (tests run prep in-process).
 func setMemoryLimit(spec string) (restore func(), err error) {
 	restore = func() {}
@@ -306,11 +306,14 @@ func setMemoryLimit(spec string) (restore func(), err error) {
 	}, nil
 }
 
-// followLiveHeap raises the soft limit to twice the live heap (plus 64 MiB) whenever the
-// live heap outgrows half of it, until stop closes. The live heap grows with the number of
-// examples (~50 bytes each, ~120 at the planning peak: see package pipeline); past a few
-// million rows it would pass a fixed limit, and the collector would then run without pause.
-// With this, a small run stays under the limit and a big one collects at a normal pace.
+// followLiveHeap raises the soft limit when the live heap comes within a fifth of it, to
+// one and a half times the live heap plus 64 MiB, until stop closes. The live heap grows
+// with the number of examples (~50 bytes each, ~150 at the planning peak: see package
+// pipeline); past two or three million rows it would reach a fixed limit, and the collector
+// would then run without pause. A run of 1M rows (live heap ~150 MB) stays under the default
+// limit. The margins are wide on purpose: the live heap as measured includes what was
+// allocated while the collector marked, which grows when collections get rarer, so a
+// tighter rule feeds itself.
 func followLiveHeap(limit int64, stop <-chan struct{}) {
 	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
 	t := time.NewTicker(250 * time.Millisecond)
@@ -325,8 +328,8 @@ func followLiveHeap(limit int64, stop <-chan struct{}) {
 		if sample[0].Value.Kind() != metrics.KindUint64 {
 			return
 		}
-		if want := 2*int64(sample[0].Value.Uint64()) + 64<<20; want > limit {
-			limit = want
+		if live := int64(sample[0].Value.Uint64()); live > limit/5*4 {
+			limit = live + live/2 + 64<<20
 			debug.SetMemoryLimit(limit)
 		}
 	}
