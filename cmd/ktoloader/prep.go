@@ -306,7 +306,7 @@ func setMemoryLimit(spec string) (restore func(), err error) {
 	}, nil
 }
 
-// followLiveHeap raises the soft limit when the live heap comes within a fifth of it, to
+// followLiveHeap raises the soft limit when the live heap comes within a tenth of it, to
 // one and a half times the live heap plus 64 MiB, until stop closes. The live heap grows
 // with the number of examples (~50 bytes each, ~150 at the planning peak: see package
 // pipeline); past two or three million rows it would reach a fixed limit, and the collector
@@ -328,7 +328,7 @@ func followLiveHeap(limit int64, stop <-chan struct{}) {
 		if sample[0].Value.Kind() != metrics.KindUint64 {
 			return
 		}
-		if live := int64(sample[0].Value.Uint64()); live > limit/5*4 {
+		if live := int64(sample[0].Value.Uint64()); live > limit/10*9 {
 			limit = live + live/2 + 64<<20
 			debug.SetMemoryLimit(limit)
 		}

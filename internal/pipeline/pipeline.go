@@ -17,16 +17,16 @@
 // kto.PlanBatches need (per example about 30 bytes, per prompt group about 100), and pass two
 // holds the batch plan (about 12 bytes an example) with the spill offsets. The peak is
 // therefore about 120 bytes an example: ~120 MB for 1M rows, ~1.2 GB for 10M. Everything
-// else is bounded whatever the input: Workers × 64 records in flight, 64 batches queued per
-// writer, one SFT window (kto.Config.SFTWindow sequences), one Parquet row group per writer
-// (export.DefaultRowGroupRows rows), the tokenizer's bounded chunk caches, and the lengths
-// for the manifest's statistics as counts per length. The examples themselves (ids, text)
+// else is bounded whatever the input: Workers × 64 records (at most 256 MiB of raw lines)
+// in flight, 64 batches queued per writer, one SFT window (kto.Config.SFTWindow sequences),
+// one Parquet row group per writer (export.DefaultRowGroupRows rows), the tokenizer's
+// bounded chunk caches, and the lengths for the manifest's statistics as counts per length. The examples themselves (ids, text)
 // live in the spill file on disk, about 3 KB each. So RAM is O(n) with a small constant, not
-// O(1). Measured at 1M rows: at most ~150 MB live (gctrace), 423 MB peak RSS under the prep
-// command's default soft heap limit of 384 MiB, which it raises when the live heap comes
-// close (from roughly 2.5M rows on); 10M rows would need about 1.5 GB live and 2.5 GB of
-// RSS (an estimate). To keep every run small, shard the input instead (NumShards: each run
-// then holds 1/N of the keys).
+// O(1). Measured at 1M rows: ~150 MB live at the planning peak (gctrace), 412 MiB peak RSS
+// under the prep command's default soft heap limit of 384 MiB, which it raises when the
+// live heap comes close (from roughly 2.5M rows on); 10M rows would need about 1.5 GB live
+// and 2.5 GB of RSS (an estimate). To keep every run small, shard the input instead
+// (NumShards: each run then holds 1/N of the keys).
 package pipeline
 
 import (
