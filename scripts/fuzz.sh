@@ -22,14 +22,39 @@ if [[ ${#targets[@]} -eq 0 ]]; then
 	exit 1
 fi
 
+# Go 1.26's fuzz coordinator can fail a target with a bare "context deadline exceeded" when
+# -fuzztime expires while a starved worker is mid-call (golang/go#75804, fixed in Go 1.27): no
+# input failed and nothing is written to testdata/fuzz. Such a run is retried once; a real
+# finding always prints "Failing input written to" (or a panic / test failure) and fails at once.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+is_deadline_flake() {
+	grep -q 'context deadline exceeded' "$log" &&
+		! grep -q -E 'Failing input written to|^panic:|_test\.go:[0-9]+:' "$log"
+}
+
 failed=()
+flaked=()
 for t in "${targets[@]}"; do
 	read -r dir name <<<"$t"
-	echo "== fuzz ./$dir $name for $dur"
-	if ! go test -run '^$' -fuzz "^${name}\$" -fuzztime "$dur" "${par[@]}" "./$dir"; then
-		failed+=("./$dir $name")
-	fi
+	for try in 1 2; do
+		echo "== fuzz ./$dir $name for $dur (try $try)"
+		if go test -run '^$' -fuzz "^${name}\$" -fuzztime "$dur" "${par[@]}" "./$dir" 2>&1 | tee "$log"; then
+			break
+		fi
+		if ! is_deadline_flake; then
+			failed+=("./$dir $name")
+			break
+		fi
+		echo "fuzz.sh: ./$dir $name: fuzztime deadline race (golang/go#75804), no failing input"
+		if [[ $try -eq 2 ]]; then
+			flaked+=("./$dir $name")
+		fi
+	done
 done
+if [[ ${#flaked[@]} -gt 0 ]]; then
+	printf 'fuzz.sh: deadline race twice, no failing input (not a failure): %s\n' "${flaked[@]}" >&2
+fi
 if [[ ${#failed[@]} -gt 0 ]]; then
 	printf 'fuzz.sh: FAILED: %s\n' "${failed[@]}" >&2
 	exit 1
