@@ -44,10 +44,11 @@ The model is --model tiny (2 layers, d=64, 4 heads / 2 KV heads, vocabulary from
 manifest, random weights) or a Hugging Face config.json (or a directory holding one),
 also initialised at random: pretrained weights are not loaded.
 
-Reference log-probs come from the frozen initial weights: --ref precomputed (default) runs
-them once and caches DIR/ref_logps/{split}.parquet with a JSON sidecar, reused while the
-manifest, shards, model, seed and shape are unchanged; --ref on-the-fly runs a frozen copy
-every step.
+Reference log-probs come from the frozen initial weights: --ref precomputed (default)
+computes each batch's the first time the batch is used (one batch ahead, on a second core)
+and caches them in DIR/ref_logps/{split}.parquet with a JSON sidecar, reused while the
+manifest, shards, model, seed and shape are unchanged (a short run on a large split computes
+only what it uses); --ref on-the-fly runs the frozen copy for every batch, caching nothing.
 
 Defaults follow TRL's KTOConfig and Hugging Face's Trainer: β 0.1, AdamW (0.9, 0.999, 1e-8),
 no weight decay, clip at gradient norm 1, linear LR schedule. --lr defaults to 1e-6 (TRL) for
@@ -56,7 +57,8 @@ weights default to the manifest's suggestion, else 1.
 
 Backends: --backend go (default; pure Go on the CPU) or, in a binary built with -tags xla,
 xla:cuda / xla:cpu (also via $GOMLX_BACKEND). Runs on the go backend are deterministic for a
-given --seed.
+given --seed. On the go backend each batch compiles its own graph shape (milliseconds);
+other backends scan the data first and pad every batch to the largest, compiling once.
 
 Output: a progress bar on a terminal (per-step lines on stderr otherwise) and a summary table;
 --json prints one JSON object per step on stdout (step, loss, rewards_chosen,
@@ -89,7 +91,7 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.IntVar(&o.KeepCheckpoints, "keep-checkpoints", train.DefaultKeepCheckpoints, "checkpoints to keep")
 	fl.BoolVar(&o.Resume, "resume", false, "continue from the latest checkpoint in --checkpoint-dir")
 	fl.StringVar(&o.Backend, "backend", "", `GomlX backend: "go" (default, or $GOMLX_BACKEND), "xla:cuda", "xla:cpu" (needs -tags xla)`)
-	fl.StringVar(&f.ref, "ref", string(train.RefPrecomputed), `reference log-probs: "precomputed" (cached) or "on-the-fly"`)
+	fl.StringVar(&f.ref, "ref", string(train.RefPrecomputed), `reference log-probs: "precomputed" (computed once per batch, cached) or "on-the-fly"`)
 	fl.BoolVar(&f.asJSON, "json", false, "one JSON object per step on stdout, then {\"summary\": …}")
 	fl.StringVar(&f.logPath, "log", "", "also write the per-step JSON lines to this JSONL file")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar")

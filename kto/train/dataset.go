@@ -132,9 +132,9 @@ func ShardFiles(dir string, split Split) ([]string, error) {
 	return files, nil
 }
 
-// Shape fixes the tensor shapes of every batch: rows of MaxLen tokens, BatchSize example
-// slots, ids below VocabSize (0: unchecked). Rows and scored positions are bucketed
-// (bucketSize) so few graphs are compiled.
+// Shape fixes the sizes of every batch: rows of MaxLen tokens, BatchSize example slots, ids
+// below VocabSize (0: unchecked). The graphs take a batch in the block layout of layout.go,
+// whose sizes follow the batch; Batch is the packed-row view it is made from.
 type Shape struct {
 	MaxLen    int
 	BatchSize int

@@ -14,13 +14,17 @@ import (
 // scores on the demo data (ModelConfig.TokenLogProbs combines the pairs of a query block
 // exactly, as flash attention does).
 //
-// Targets and KL pairs go in two separate groups: the loss takes the KL pairs' log-probs
-// without gradient (TRL computes them under no_grad), so their group is only run forward
-// and the backward pass covers half the tokens.
+// Targets and KL pairs go in two groups. The loss takes the KL pairs' log-probs without
+// gradient (TRL computes them under no_grad), so that group is only run forward and the
+// backward pass covers half the tokens. And a KL pair is its example's prompt followed by
+// another example's completion: the tokens it shares with its example's target (the prompt,
+// unless truncation cut the two differently) have the same hidden states there, so the KL
+// group holds only the rest of each KL sequence, whose queries also attend to the target's
+// blocks of the shared prefix. On the demo data that leaves 40% of the KL tokens.
 //
 // Only scored positions matter, and a position sees nothing after it: a sequence's tokens
 // after its last scored position are left out, and a sequence with no scored position
-// (nothing of its completion left) is dropped. Both change no log-prob.
+// (nothing of its completion left) is dropped. None of this changes a log-prob.
 
 // defaultBlockSize is the attention block, in tokens. On the CPU backend 32 beat 16 (many
 // more, smaller products) and 64 (more masked scores) on rows of 512.
@@ -33,6 +37,9 @@ type sequence struct {
 	// they predict; slots the example slot their log-prob is summed into.
 	labelIdx      []int
 	labels, slots []int32
+	example       int32 // the batch example (slot) of the sequence
+	// For a KL pair: its first prefix tokens are those of targets[target] (−1: none).
+	target, prefix int
 }
 
 // length is the part of the sequence that can change a log-prob: up to its last scored
@@ -75,21 +82,24 @@ func roundShape(n int) int {
 	return (n + step - 1) / step * step
 }
 
-// needDims are the sizes the sequences need, unpadded.
+// needDims are the sizes the sequences need, unpadded: the target group's, or the KL
+// group's when the sequences share prefixes with targets.
 func needDims(seqs []sequence, blockSize int) groupDims {
 	var d groupDims
 	for i := range seqs {
-		nb := (seqs[i].length() + blockSize - 1) / blockSize
+		s := &seqs[i]
+		nb := (s.length() - s.prefix + blockSize - 1) / blockSize
+		prefixBlocks := (s.prefix + blockSize - 1) / blockSize
 		d.Blocks += nb
-		d.Pairs += nb * (nb + 1) / 2
-		d.Labels += len(seqs[i].labelIdx)
+		d.Pairs += nb*prefixBlocks + nb*(nb+1)/2
+		d.Labels += len(s.labelIdx)
 	}
 	return d
 }
 
 // seqGroup is one group of sequences in block layout: the inputs of ModelConfig.TokenLogProbs.
 // Padding blocks hold token 0 at position 0 and belong to no pair (their attention output is
-// zero); padding pairs join block 0 to itself with every score masked, which adds exactly
+// zero); padding pairs join block 0 to block 0 with every score masked, which adds exactly
 // nothing; padding labels score token 0 into slot −1, which no example sums.
 type seqGroup struct {
 	BlockSize int
@@ -97,17 +107,22 @@ type seqGroup struct {
 	Need      groupDims // real sizes
 
 	InputIDs, PositionIDs []int32 // [Blocks·BlockSize]
-	// PairQuery and PairKey are block indexes [Pairs]; PairBias [Pairs·BlockSize·BlockSize]
-	// is 0 where query i of the query block may see key j of the key block, maskedScore elsewhere.
+	// PairQuery are the group's block indexes [Pairs], PairKey key block indexes; PairBias
+	// [Pairs·BlockSize·BlockSize] is 0 where query i of the query block may see key j of the
+	// key block, maskedScore elsewhere.
 	PairQuery, PairKey []int32
 	PairBias           []float32
-	// LabelPos [Labels] are token indexes into InputIDs, Labels the ids they predict, Slots the
-	// example each log-prob is summed into (−1: none).
+	// LabelPos [Labels] are token indexes, Labels the ids they predict, Slots the example each
+	// log-prob is summed into (−1: none).
 	LabelPos, Labels, Slots []int32
+	// In the KL group, PairKey and LabelPos index the target group's blocks and tokens
+	// followed by the group's own (see newBatchLayout).
 }
 
 // newSeqGroup lays seqs out in blocks, padded to dims (which must fit needDims(seqs)).
-func newSeqGroup(seqs []sequence, blockSize int, dims groupDims) seqGroup {
+// Sequences with a prefix take it from targets (laid out as tgt), whose blocks and tokens
+// come first in key and label indexes. It returns the first block of each sequence.
+func newSeqGroup(seqs []sequence, blockSize int, dims groupDims, targets *seqGroup, targetStart []int) (seqGroup, []int) {
 	bs := blockSize
 	g := seqGroup{
 		BlockSize: bs, Dims: dims, Need: needDims(seqs, bs),
@@ -120,41 +135,63 @@ func newSeqGroup(seqs []sequence, blockSize int, dims groupDims) seqGroup {
 	if !dims.fits(g.Need) {
 		panic("newSeqGroup: dims do not fit the sequences") // a bug in the caller, not bad data
 	}
+	keyBase, tokenBase := 0, 0 // where the group's own blocks and tokens start in key/label indexes
+	if targets != nil {
+		keyBase, tokenBase = targets.Dims.Blocks, targets.Dims.Blocks*bs
+	}
+	starts := make([]int, len(seqs))
 	block, pair := 0, 0
+	// addPair appends the pair (query block q of the group, key block k of the key index) with
+	// the scores allowed by visible(query i, key j).
+	addPair := func(q, k int, visible func(qi, kj int) bool) {
+		g.PairQuery[pair], g.PairKey[pair] = int32(q), int32(k)
+		bias := g.PairBias[pair*bs*bs : (pair+1)*bs*bs]
+		for qi := range bs {
+			for kj := range bs {
+				if !visible(qi, kj) {
+					bias[qi*bs+kj] = maskedScore
+				}
+			}
+		}
+		pair++
+	}
 	for i := range seqs {
 		s := &seqs[i]
-		n := s.length()
-		if n == 0 {
-			continue
-		}
-		start := block * bs
-		copy(g.InputIDs[start:start+n], s.ids[:n])
-		copy(g.PositionIDs[start:start+n], s.pos[:n])
+		starts[i] = block
+		c, n := s.prefix, s.length()-s.prefix // shared prefix, own tokens
 		for j, idx := range s.labelIdx {
-			g.LabelPos = append(g.LabelPos, int32(start+idx))
+			if idx < c {
+				g.LabelPos = append(g.LabelPos, int32(targetStart[s.target]*bs+idx))
+			} else {
+				g.LabelPos = append(g.LabelPos, int32(tokenBase+block*bs+idx-c))
+			}
 			g.Labels = append(g.Labels, s.labels[j])
 			g.Slots = append(g.Slots, s.slots[j])
 		}
+		if n <= 0 {
+			continue
+		}
+		copy(g.InputIDs[block*bs:], s.ids[c:c+n])
+		copy(g.PositionIDs[block*bs:], s.pos[c:c+n])
 		nb := (n + bs - 1) / bs
 		for qb := range nb {
+			// Own queries at qb·bs+qi < n see the whole shared prefix...
+			for pb := range (c + bs - 1) / bs {
+				addPair(block+qb, targetStart[s.target]+pb, func(qi, kj int) bool {
+					return qb*bs+qi < n && pb*bs+kj < c
+				})
+			}
+			// ...and their own earlier tokens.
 			for kb := 0; kb <= qb; kb++ {
-				g.PairQuery[pair], g.PairKey[pair] = int32(block+qb), int32(block+kb)
-				bias := g.PairBias[pair*bs*bs : (pair+1)*bs*bs]
-				for qi := range bs {
-					q := qb*bs + qi
-					for kj := range bs {
-						k := kb*bs + kj
-						if q >= n || k > q {
-							bias[qi*bs+kj] = maskedScore
-						}
-					}
-				}
-				pair++
+				addPair(block+qb, keyBase+block+kb, func(qi, kj int) bool {
+					q, k := qb*bs+qi, kb*bs+kj
+					return q < n && k <= q
+				})
 			}
 		}
 		block += nb
 	}
-	// Padding pairs: block 0 with itself, every score masked.
+	// Padding pairs: block 0 with block 0, every score masked.
 	for i := pair * bs * bs; i < len(g.PairBias); i++ {
 		g.PairBias[i] = maskedScore
 	}
@@ -163,12 +200,12 @@ func newSeqGroup(seqs []sequence, blockSize int, dims groupDims) seqGroup {
 		g.Labels = append(g.Labels, 0)
 		g.Slots = append(g.Slots, -1)
 	}
-	return g
+	return g, starts
 }
 
-// sequences splits a batch's sequences into targets and KL pairs, in row order. Every
-// scored position of a sequence has the same kind (convert fills TargetSlot or KLSlot from
-// the segment's segment_kl).
+// sequences splits a batch's sequences into targets and KL pairs, in row order, and finds
+// the prefix each KL pair shares with its example's target. Every scored position of a
+// sequence has the same kind (convert fills TargetSlot or KLSlot from segment_kl).
 func (b *Batch) sequences(maxLen int) (targets, kls []sequence) {
 	T := maxLen
 	for r := range b.NumRows {
@@ -210,6 +247,10 @@ func (b *Batch) sequences(maxLen int) (targets, kls []sequence) {
 			}
 		}
 		for i, s := range rowSeqs {
+			s.target = -1
+			if len(s.slots) > 0 {
+				s.example = s.slots[0]
+			}
 			switch {
 			case s.length() == 0:
 			case kl[i]:
@@ -219,7 +260,34 @@ func (b *Batch) sequences(maxLen int) (targets, kls []sequence) {
 			}
 		}
 	}
+	sharePrefixes(targets, kls)
 	return targets, kls
+}
+
+// sharePrefixes finds, for each KL pair, the longest common prefix (ids and positions) with
+// its example's target, up to the target's length (tokens past it are not laid out).
+func sharePrefixes(targets, kls []sequence) {
+	target := map[int32]int{}
+	for i := range targets {
+		target[targets[i].example] = i
+	}
+	for i := range kls {
+		k := &kls[i]
+		k.target, k.prefix = -1, 0
+		t, ok := target[k.example]
+		if !ok {
+			continue
+		}
+		tg := &targets[t]
+		n := min(k.length(), tg.length())
+		c := 0
+		for c < n && k.ids[c] == tg.ids[c] && k.pos[c] == tg.pos[c] {
+			c++
+		}
+		if c > 0 {
+			k.target, k.prefix = t, c
+		}
+	}
 }
 
 // batchLayout is a batch as the graphs take it.
@@ -238,10 +306,12 @@ func (b *Batch) layoutNeed(maxLen, blockSize int) (targets, kls []sequence, need
 	return targets, kls, layoutDims{needDims(targets, blockSize), needDims(kls, blockSize)}
 }
 
-// newBatchLayout lays the sequences out padded to dims.
+// newBatchLayout lays the sequences out padded to dims: the KL group's key blocks and
+// label tokens index the target group's followed by its own.
 func newBatchLayout(targets, kls []sequence, blockSize int, dims layoutDims) batchLayout {
-	return batchLayout{
-		Target: newSeqGroup(targets, blockSize, dims.Target),
-		KL:     newSeqGroup(kls, blockSize, dims.KL),
-	}
+	var l batchLayout
+	var starts []int
+	l.Target, starts = newSeqGroup(targets, blockSize, dims.Target, nil, nil)
+	l.KL, _ = newSeqGroup(kls, blockSize, dims.KL, &l.Target, starts)
+	return l
 }

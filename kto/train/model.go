@@ -303,10 +303,11 @@ func applyRope(x, cos, sin, rot *graph.Node) *graph.Node {
 
 // SeqInputs are the graph inputs of one group of sequences in block layout (layout.go):
 // the tokens InputIDs and PositionIDs [N] int32, N a multiple of the block size B, each
-// sequence starting a block; the attention pairs PairQuery and PairKey [P] int32 (block
-// indexes) with PairBias [P, B, B] float32 (0 where query i of the query block may see key j
-// of the key block, a large negative number elsewhere); the scored positions LabelPos [C]
-// int32 (token indexes) and the ids they predict, Labels [C] int32.
+// sequence starting a block; the attention pairs PairQuery [P] int32 (the group's block
+// indexes) and PairKey [P] int32 (key block indexes) with PairBias [P, B, B] float32 (0 where
+// query i of the query block may see key j of the key block, a large negative number
+// elsewhere); the scored positions LabelPos [C] int32 (token indexes) and the ids they
+// predict, Labels [C] int32.
 type SeqInputs struct {
 	InputIDs, PositionIDs *graph.Node
 	PairQuery, PairKey    *graph.Node
@@ -314,63 +315,90 @@ type SeqInputs struct {
 	LabelPos, Labels      *graph.Node
 }
 
-// TokenLogProbs runs the decoder over the sequences and returns log p(Labels[i] | the
-// tokens of its sequence up to LabelPos[i]) [C] float32. Only the scored positions go
-// through the LM head, whose [·, vocab] logits dominate memory and time (prompts are not
-// scored).
-func (c ModelConfig) TokenLogProbs(ctx *context.Context, in SeqInputs) *graph.Node {
-	return c.labelLogProbs(ctx, c.hiddenStates(ctx, in), in.LabelPos, in.Labels)
+// TokenLogProbs runs the decoder over two groups of sequences, the targets and the KL pairs,
+// and returns log p(Labels[i] | the tokens of its sequence up to LabelPos[i]) [C] float32 for
+// each group. The KL group's PairKey and LabelPos index the target group's blocks and tokens
+// followed by its own: a KL pair's prefix shared with a target is not computed twice. Only
+// the scored positions go through the LM head, whose [·, vocab] logits dominate memory and
+// time (prompts are not scored).
+func (c ModelConfig) TokenLogProbs(ctx *context.Context, target, kl SeqInputs) (targetLogProbs, klLogProbs *graph.Node) {
+	ht, hk := c.hiddenStates(ctx, target, kl)
+	return c.labelLogProbs(ctx, ht, target.LabelPos, target.Labels),
+		c.labelLogProbs(ctx, graph.Concatenate([]*graph.Node{ht, hk}, 0), kl.LabelPos, kl.Labels)
 }
 
-// hiddenStates runs the decoder layers: [N, hidden].
-func (c ModelConfig) hiddenStates(ctx *context.Context, in SeqInputs) *graph.Node {
-	g := in.InputIDs.Graph()
+// groupNodes are one group's per-graph constants.
+type groupNodes struct {
+	n, numBlocks           int
+	cosQ, sinQ, cosK, sinK *graph.Node
+	bias, pairQ, pairK     *graph.Node
+}
+
+func (c ModelConfig) groupNodes(in SeqInputs) groupNodes {
 	n := in.InputIDs.Shape().Dimensions[0]
 	numPairs, bs := in.PairBias.Shape().Dimensions[0], in.PairBias.Shape().Dimensions[1]
-	numBlocks := n / bs
+	hd, nkv := c.headDim(), c.NumKeyValueHeads
+	group := c.NumAttentionHeads / nkv
+	cos, sin := ropeTables(in.PositionIDs, hd, c.RopeTheta)
+	return groupNodes{
+		n: n, numBlocks: n / bs,
+		cosQ: graph.Reshape(cos, n, 1, 1, hd), sinQ: graph.Reshape(sin, n, 1, 1, hd),
+		cosK: graph.Reshape(cos, n, 1, hd), sinK: graph.Reshape(sin, n, 1, hd),
+		// One full-size bias for all layers: adding a size-1-axes tensor broadcasts through a
+		// slow generic iterator on the CPU backend.
+		bias:  graph.BroadcastToDims(graph.Reshape(in.PairBias, numPairs, 1, bs, 1, bs), numPairs, nkv, bs, group, bs),
+		pairQ: graph.Reshape(in.PairQuery, numPairs, 1),
+		pairK: graph.Reshape(in.PairKey, numPairs, 1),
+	}
+}
+
+// hiddenStates runs the decoder layers over both groups: [N, hidden] each.
+func (c ModelConfig) hiddenStates(ctx *context.Context, target, kl SeqInputs) (ht, hk *graph.Node) {
+	g := target.InputIDs.Graph()
 	hd := c.headDim()
 	nh, nkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	group := nh / nkv
-
-	embed := weight(ctx, g, "/model/embed_tokens")
-	h := graph.Gather(embed, graph.Reshape(in.InputIDs, n, 1)) // [N, d]
-
-	cos, sin := ropeTables(in.PositionIDs, hd, c.RopeTheta)
-	cosQ, sinQ := graph.Reshape(cos, n, 1, 1, hd), graph.Reshape(sin, n, 1, 1, hd)
-	cosK, sinK := graph.Reshape(cos, n, 1, hd), graph.Reshape(sin, n, 1, hd)
+	bs := target.PairBias.Shape().Dimensions[1]
 	rot := rotateHalfMatrix(g, hd)
 	scale := 1 / math.Sqrt(float64(hd))
-	// One full-size bias for all layers: adding a size-1-axes tensor broadcasts through a slow
-	// generic iterator on the CPU backend.
-	bias := graph.BroadcastToDims(graph.Reshape(in.PairBias, numPairs, 1, bs, 1, bs), numPairs, nkv, bs, group, bs)
-	pairQ := graph.Reshape(in.PairQuery, numPairs, 1)
-	pairK := graph.Reshape(in.PairKey, numPairs, 1)
+	embed := weight(ctx, g, "/model/embed_tokens")
+	gt, gk := c.groupNodes(target), c.groupNodes(kl)
+	ht = graph.Gather(embed, graph.Reshape(target.InputIDs, gt.n, 1)) // [N, d]
+	hk = graph.Gather(embed, graph.Reshape(kl.InputIDs, gk.n, 1))
 
 	for l := range c.NumHiddenLayers {
 		p := "/model/layers/" + strconv.Itoa(l)
-		x := rmsNorm(h, weight(ctx, g, p+"/input_layernorm"), c.RMSNormEps)
-		// Query head j uses KV head j / group, as Hugging Face's repeat_kv.
-		q := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/q_proj")), n, nkv, group, hd)
-		k := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/k_proj")), n, nkv, hd)
-		v := graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/v_proj")), numBlocks, bs, nkv, hd)
-		q = graph.Reshape(graph.MulScalar(applyRope(q, cosQ, sinQ, rot), scale), numBlocks, bs, nkv, group, hd)
-		k = graph.Reshape(applyRope(k, cosK, sinK, rot), numBlocks, bs, nkv, hd)
 		// Blocks are gathered once per pair (several times each), so they are transposed
 		// before, into the [batch, free, contracted] order the CPU backend's matrix product
 		// wants (it copies operands in any other order): q [blocks, KV, B, G, hd],
 		// k [blocks, KV, B, hd], v [blocks, KV, hd, B].
-		q = graph.TransposeAllAxes(q, 0, 2, 1, 3, 4)
-		k = graph.TransposeAllAxes(k, 0, 2, 1, 3)
-		v = graph.TransposeAllAxes(v, 0, 2, 3, 1)
-		att := blockAttention(graph.Gather(q, pairQ), graph.Gather(k, pairK), graph.Gather(v, pairK), bias, pairQ, numBlocks)
-		h = graph.Add(h, linear(att, weight(ctx, g, p+"/self_attn/o_proj")))
+		qkv := func(h *graph.Node, gn groupNodes) (q, k, v *graph.Node) {
+			x := rmsNorm(h, weight(ctx, g, p+"/input_layernorm"), c.RMSNormEps)
+			// Query head j uses KV head j / group, as Hugging Face's repeat_kv.
+			q = graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/q_proj")), gn.n, nkv, group, hd)
+			k = graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/k_proj")), gn.n, nkv, hd)
+			v = graph.Reshape(linear(x, weight(ctx, g, p+"/self_attn/v_proj")), gn.numBlocks, bs, nkv, hd)
+			q = graph.Reshape(graph.MulScalar(applyRope(q, gn.cosQ, gn.sinQ, rot), scale), gn.numBlocks, bs, nkv, group, hd)
+			k = graph.Reshape(applyRope(k, gn.cosK, gn.sinK, rot), gn.numBlocks, bs, nkv, hd)
+			return graph.TransposeAllAxes(q, 0, 2, 1, 3, 4), graph.TransposeAllAxes(k, 0, 2, 1, 3), graph.TransposeAllAxes(v, 0, 2, 3, 1)
+		}
+		qt, kt, vt := qkv(ht, gt)
+		qk, kk, vk := qkv(hk, gk)
+		attT := blockAttention(graph.Gather(qt, gt.pairQ), graph.Gather(kt, gt.pairK), graph.Gather(vt, gt.pairK), gt.bias, gt.pairQ, gt.numBlocks)
+		// KL queries see the targets' blocks (shared prefixes) and their own.
+		kAll, vAll := graph.Concatenate([]*graph.Node{kt, kk}, 0), graph.Concatenate([]*graph.Node{vt, vk}, 0)
+		attK := blockAttention(graph.Gather(qk, gk.pairQ), graph.Gather(kAll, gk.pairK), graph.Gather(vAll, gk.pairK), gk.bias, gk.pairQ, gk.numBlocks)
 
-		x = rmsNorm(h, weight(ctx, g, p+"/post_attention_layernorm"), c.RMSNormEps)
-		gate := linear(x, weight(ctx, g, p+"/mlp/gate_proj"))
-		up := linear(x, weight(ctx, g, p+"/mlp/up_proj"))
-		h = graph.Add(h, linear(graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), weight(ctx, g, p+"/mlp/down_proj")))
+		rest := func(h, att *graph.Node) *graph.Node {
+			h = graph.Add(h, linear(att, weight(ctx, g, p+"/self_attn/o_proj")))
+			x := rmsNorm(h, weight(ctx, g, p+"/post_attention_layernorm"), c.RMSNormEps)
+			gate := linear(x, weight(ctx, g, p+"/mlp/gate_proj"))
+			up := linear(x, weight(ctx, g, p+"/mlp/up_proj"))
+			return graph.Add(h, linear(graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), weight(ctx, g, p+"/mlp/down_proj")))
+		}
+		ht, hk = rest(ht, attT), rest(hk, attK)
 	}
-	return h
+	return ht, hk
 }
 
 // blockAttention is softmax(q·k + bias)·v where a query's keys are spread over the pairs of

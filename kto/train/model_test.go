@@ -3,6 +3,7 @@ package train
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -258,9 +259,9 @@ func refTokenLogProbs(ctx *context.Context, cfg ModelConfig, ids, pos, seg, labe
 
 func itoa(i int) string { return string(rune('0' + i)) }
 
-// rowGroup lays rows of T packed tokens out in blocks of blockSize, scoring every non-padding
-// position p with labels[p]. The group's Slots hold each scored entry's row position.
-func rowGroup(ids, pos, seg, labels []int32, T, blockSize int) seqGroup {
+// rowSequences splits rows of T packed tokens into their sequences (segments), scoring
+// every position p with labels[p]; a label's slot is its row position p.
+func rowSequences(ids, pos, seg, labels []int32, T int) []sequence {
 	b := &Batch{NumRows: len(ids) / T, InputIDs: ids, PositionIDs: pos, SegmentIDs: seg}
 	for p, sg := range seg {
 		if sg != 0 {
@@ -271,31 +272,31 @@ func rowGroup(ids, pos, seg, labels []int32, T, blockSize int) seqGroup {
 		}
 	}
 	b.NumLabels = len(b.Labels)
-	targets, kls := b.sequences(T)
-	if len(kls) != 0 {
-		panic("rowGroup: KL sequences")
-	}
-	return newSeqGroup(targets, blockSize, needDims(targets, blockSize).rounded())
+	targets, _ := b.sequences(T)
+	return targets
 }
 
-// groupLogProbs runs TokenLogProbs on a group and returns the log-prob of each row position
-// (NaN where not scored).
-func groupLogProbs(t *testing.T, ctx *context.Context, cfg ModelConfig, gr seqGroup, rowLen int) []float64 {
+// layoutLogProbs lays targets and kls out in blocks and runs TokenLogProbs: the log-prob of
+// each label, keyed by its slot.
+func layoutLogProbs(t *testing.T, ctx *context.Context, cfg ModelConfig, targets, kls []sequence, blockSize int) (batchLayout, map[int32]float64) {
 	t.Helper()
-	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
-		return cfg.TokenLogProbs(ctx, seqInputs(in))
+	dims := layoutDims{needDims(targets, blockSize).rounded(), needDims(kls, blockSize).rounded()}
+	l := newBatchLayout(targets, kls, blockSize, dims)
+	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+		target, kl := cfg.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
+		return []*graph.Node{target, kl}
 	})
-	got := tensors.MustCopyFlatData[float32](exec.MustExec(groupArgs(&gr)...)[0])
-	out := make([]float64, rowLen)
-	for i := range out {
-		out[i] = math.NaN()
-	}
-	for i, p := range gr.Slots {
-		if p >= 0 {
-			out[p] = float64(got[i])
+	outs := exec.MustExec(append(groupArgs(&l.Target), groupArgs(&l.KL)...)...)
+	got := map[int32]float64{}
+	for i, gr := range []*seqGroup{&l.Target, &l.KL} {
+		lp := tensors.MustCopyFlatData[float32](outs[i])
+		for j, slot := range gr.Slots {
+			if slot >= 0 {
+				got[slot] = float64(lp[j])
+			}
 		}
 	}
-	return out
+	return l, got
 }
 
 // TestTokenLogProbsMatchReference runs two packed rows through the graph model (in block
@@ -332,18 +333,17 @@ func testMatchReference(t *testing.T, cfg ModelConfig, blockSize int) {
 	for i := range labels {
 		labels[i] = ids[(i+1)%len(ids)] // any valid ids: every position is compared
 	}
-	gr := rowGroup(ids, pos, seg, labels, T, blockSize)
-	if blockSize == 4 && (gr.Need.Blocks != 2+1+3+1 || gr.Need.Pairs != 3+1+6+1) {
-		t.Fatalf("block layout needs %+v, want 7 blocks and 11 pairs", gr.Need)
+	l, got := layoutLogProbs(t, ctx, cfg, rowSequences(ids, pos, seg, labels, T), nil, blockSize)
+	if need := l.Target.Need; blockSize == 4 && (need.Blocks != 2+1+3+1 || need.Pairs != 3+1+6+1) {
+		t.Fatalf("block layout needs %+v, want 7 blocks and 11 pairs", need)
 	}
-	got := groupLogProbs(t, ctx, cfg, gr, len(ids))
 	for r := range 2 {
 		want := refTokenLogProbs(ctx, cfg, ids[r*T:(r+1)*T], pos[r*T:(r+1)*T], seg[r*T:(r+1)*T], labels[r*T:(r+1)*T])
 		for tt := range T {
 			if seg[r*T+tt] == 0 {
 				continue
 			}
-			if g := got[r*T+tt]; math.IsNaN(g) || math.Abs(g-want[tt]) > 2e-4*(1+math.Abs(want[tt])) {
+			if g, ok := got[int32(r*T+tt)]; !ok || math.Abs(g-want[tt]) > 2e-4*(1+math.Abs(want[tt])) {
 				t.Errorf("row %d position %d: log p = %.6f, float64 reference %.6f", r, tt, g, want[tt])
 			}
 		}
@@ -372,14 +372,140 @@ func TestPackingIsolation(t *testing.T) {
 		}
 		return
 	}
-	run := func(ids, pos, seg, lab []int32) []float64 {
-		return groupLogProbs(t, ctx, cfg, rowGroup(ids, pos, seg, lab, T, 4), T)
+	run := func(ids, pos, seg, lab []int32) map[int32]float64 {
+		_, got := layoutLogProbs(t, ctx, cfg, rowSequences(ids, pos, seg, lab, T), nil, 4)
+		return got
 	}
 	alone := run(row(seqB))
 	packed := run(row(seqA, seqB))
 	for i := range len(seqB) - 1 {
-		if math.Abs(alone[i]-packed[len(seqA)+i]) > 1e-5 {
-			t.Errorf("token %d of the second sequence: %v alone, %v packed after another", i, alone[i], packed[len(seqA)+i])
+		if math.Abs(alone[int32(i)]-packed[int32(len(seqA)+i)]) > 1e-5 {
+			t.Errorf("token %d of the second sequence: %v alone, %v packed after another", i, alone[int32(i)], packed[int32(len(seqA)+i)])
 		}
+	}
+}
+
+// TestKLPrefixSharing lays out two examples whose KL pairs share their prompts (and, for
+// one, the first completion token) with their targets, so the KL group computes only the
+// rest and attends to the targets' blocks: every log-prob must still match the float64
+// reference run on each sequence alone.
+func TestKLPrefixSharing(t *testing.T) {
+	cfg := testModelConfig()
+	ctx := newTestModel(t, cfg)
+	seq := func(example int32, slotBase int32, parts ...[]int32) sequence {
+		s := sequence{example: example, target: -1}
+		for _, p := range parts {
+			s.ids = append(s.ids, p...)
+		}
+		for i := range s.ids {
+			s.pos = append(s.pos, int32(i))
+		}
+		for i := range len(s.ids) - 1 { // every position but the last scores the next token
+			s.labelIdx = append(s.labelIdx, i)
+			s.labels = append(s.labels, s.ids[i+1])
+			s.slots = append(s.slots, slotBase+int32(i))
+		}
+		return s
+	}
+	promptA := []int32{1, 3, 5, 7, 9, 11, 13}
+	promptB := []int32{1, 4, 4, 8, 15, 16, 17, 18, 19, 20}
+	compA, compB := []int32{6, 7, 2}, []int32{6, 9, 9, 12, 2}
+	targets := []sequence{seq(0, 0, promptA, compA), seq(1, 100, promptB, compB)}
+	// Each KL pair: the example's prompt with the other example's completion.
+	kls := []sequence{seq(0, 200, promptA, compB), seq(1, 300, promptB, compA)}
+	sharePrefixes(targets, kls)
+	// promptA+compB shares promptA and the first completion token (6) with promptA+compA.
+	if kls[0].prefix != len(promptA)+1 || kls[1].prefix != len(promptB)+1 {
+		t.Fatalf("shared prefixes %d and %d, want %d and %d", kls[0].prefix, kls[1].prefix, len(promptA)+1, len(promptB)+1)
+	}
+	l, got := layoutLogProbs(t, ctx, cfg, targets, kls, 4)
+	// Own KL tokens: 11−8 = 3 → 1 block, 14−11 = 3 → 1 block.
+	if l.KL.Need.Blocks != 2 {
+		t.Errorf("KL group needs %d blocks, want 2", l.KL.Need.Blocks)
+	}
+	for _, s := range append(targets, kls...) {
+		ones := make([]int32, len(s.ids))
+		labels := make([]int32, len(s.ids))
+		for i := range ones {
+			ones[i] = 1
+			if i+1 < len(s.ids) {
+				labels[i] = s.ids[i+1]
+			}
+		}
+		want := refTokenLogProbs(ctx, cfg, s.ids, s.pos, ones, labels)
+		for j, slot := range s.slots {
+			if g, ok := got[slot]; !ok || math.Abs(g-want[j]) > 2e-4*(1+math.Abs(want[j])) {
+				t.Errorf("slot %d: log p = %v (found %v), float64 reference %.6f", slot, g, ok, want[j])
+			}
+		}
+	}
+}
+
+// TestBlockAttentionGradient checks the gradient of the targets' summed log-probs, through
+// multi-block attention (blocks of 4: pairs combined per query block, padding blocks and
+// pairs), against central finite differences of the loss in float32 on a few weights of
+// every matrix.
+func TestBlockAttentionGradient(t *testing.T) {
+	cfg := testModelConfig()
+	cfg.InitializerRange = 0.2
+	ctx := newTestModel(t, cfg)
+	const T = 12
+	ids := []int32{1, 3, 6, 9, 12, 15, 18, 21, 2, 1, 11, 22}
+	seg := []int32{1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2}
+	pos := []int32{0, 1, 2, 3, 4, 5, 6, 7, 8, 0, 1, 2}
+	labels := make([]int32, T)
+	for i := range labels {
+		labels[i] = ids[(i+5)%T]
+	}
+	targets := rowSequences(ids, pos, seg, labels, T)
+	const bs = 4
+	dims := layoutDims{needDims(targets, bs).rounded(), needDims(nil, bs).rounded()}
+	l := newBatchLayout(targets, nil, bs, dims)
+	args := append(groupArgs(&l.Target), groupArgs(&l.KL)...)
+	lossOf := func(ctx *context.Context, in []*graph.Node) *graph.Node {
+		target, _ := cfg.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
+		return graph.ReduceAllSum(target)
+	}
+	var names []string
+	for v := range ctx.IterVariables() {
+		names = append(names, v.ScopeAndName())
+	}
+	gradExec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+		loss := lossOf(ctx, in)
+		var wrt []*graph.Node
+		for v := range ctx.IterVariables() {
+			wrt = append(wrt, v.ValueGraph(loss.Graph()))
+		}
+		return graph.Gradient(loss, wrt...)
+	})
+	lossExec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) *graph.Node {
+		return lossOf(ctx, in)
+	})
+	grads := gradExec.MustExec(args...)
+	loss := func() float64 { return float64(tensors.ToScalar[float32](lossExec.MustExec(args...)[0])) }
+	rng := rand.New(rand.NewPCG(5, 6))
+	const eps = 1e-2
+	i := 0
+	for v := range ctx.IterVariables() {
+		g := tensors.MustCopyFlatData[float32](grads[i])
+		i++
+		for range 3 {
+			j := rng.IntN(len(g))
+			orig := tensors.MustCopyFlatData[float32](v.MustValue())
+			at := func(delta float32) float64 {
+				w := slices.Clone(orig)
+				w[j] += delta
+				v.MustSetValue(tensors.FromFlatDataAndDimensions(w, v.Shape().Dimensions...))
+				return loss()
+			}
+			fd := (at(eps) - at(-eps)) / (2 * eps)
+			v.MustSetValue(tensors.FromFlatDataAndDimensions(orig, v.Shape().Dimensions...))
+			if math.Abs(fd-float64(g[j])) > 3e-3+3e-2*math.Abs(fd) {
+				t.Errorf("%s[%d]: gradient %.5f, finite difference %.5f", v.ScopeAndName(), j, g[j], fd)
+			}
+		}
+	}
+	if i != len(names) || i == 0 {
+		t.Fatalf("%d gradients for %d variables", i, len(names))
 	}
 }

@@ -18,8 +18,10 @@ import (
 type RefMode string
 
 const (
-	// RefPrecomputed runs the frozen initial model once over each split before training and
-	// caches the results in DATA/ref_logps/{split}.parquet (TRL's precompute_ref_log_probs).
+	// RefPrecomputed runs the frozen initial model once per batch, when the batch is first
+	// used, and caches the results in DATA/ref_logps/{split}.parquet, where later runs find
+	// them (TRL's precompute_ref_log_probs, without a pass over the whole split up front: a
+	// short run on a large split computes only what it uses).
 	RefPrecomputed RefMode = "precomputed"
 	// RefOnTheFly keeps a frozen copy of the initial weights and runs it every step.
 	RefOnTheFly RefMode = "on-the-fly"
@@ -286,4 +288,75 @@ func saveRefCache(dataDir string, sc refSidecar, logps refLogProbs) error {
 		enc.SetIndent("", "  ")
 		return enc.Encode(sc)
 	})
+}
+
+// refCache is a split's reference log-probs: those found in DATA/ref_logps/ (all, some or
+// none of the split's batches) and those computed during the run, written back at the end.
+type refCache struct {
+	sidecar   refSidecar
+	logps     refLogProbs
+	dirty     bool // logps gained batches since loading
+	announced bool // the computation was reported
+}
+
+// refBatch is a batch with its reference values ([BatchSize] each).
+type refBatch struct {
+	b          *Batch
+	ref, refKL []float32
+	computed   bool // by the frozen model, not from the cache
+	err        error
+}
+
+// refFeed supplies batches with their reference values, preparing the next one (reading it
+// and, unless cached, running the frozen model on it) on another goroutine while the caller
+// works on the current one: on two cores the reference model costs little wall time. At
+// most one preparation is in flight, so the frozen model's exec is never run twice at once.
+type refFeed struct {
+	compute func() refBatch
+	ahead   chan refBatch // the preparation in flight, or nil
+}
+
+func (f *refFeed) start() {
+	ch := make(chan refBatch, 1)
+	f.ahead = ch
+	compute := f.compute
+	go func() {
+		var r refBatch
+		// GomlX reports graph errors by panicking, which would kill the process here.
+		if err := catchPanic(func() { r = compute() }); err != nil {
+			r = refBatch{err: err}
+		}
+		ch <- r
+	}()
+}
+
+// get returns the next batch (err io.EOF after the last) and, if more, starts preparing
+// the one after.
+func (f *refFeed) get(more bool) refBatch {
+	if f.ahead == nil {
+		f.start()
+	}
+	r := <-f.ahead
+	f.ahead = nil
+	if more && r.err == nil {
+		f.start()
+	}
+	return r
+}
+
+// wait lets the preparation in flight finish; get still returns it.
+func (f *refFeed) wait() {
+	if f.ahead != nil {
+		r := <-f.ahead
+		f.ahead = make(chan refBatch, 1)
+		f.ahead <- r
+	}
+}
+
+// stop waits for the preparation in flight and drops it.
+func (f *refFeed) stop() {
+	if f.ahead != nil {
+		<-f.ahead
+		f.ahead = nil
+	}
 }

@@ -6,10 +6,16 @@
 // loss in loss.go (LossConfig.Build, TRL's kto_loss), the shards in dataset.go
 // (BatchReader), reference log-probs in reflogps.go, and the loop here (Run).
 //
-// One optimizer step sees one KTO batch (or GradAccum of them): all its rows go through the
-// model once; per-token log-probs of completion tokens are summed per example with a
-// one-hot contraction (targets and their KL pairs in separate slots); the loss compares
-// them with the reference model's. The loop is written out rather than using GomlX's
+// One optimizer step sees one KTO batch (or GradAccum of them). Its sequences are laid out
+// again for the graphs (layout.go: targets and KL pairs in two groups, block-sparse
+// attention, KL pairs reusing their target's prompt) and go through the model once;
+// per-token log-probs of completion tokens are summed per example with a one-hot
+// contraction; the loss compares them with the reference model's, which are cached per
+// batch and computed, when missing, on a second goroutine one batch ahead (reflogps.go).
+// On the CPU backend a new batch shape compiles in milliseconds, so each batch's sizes are
+// only rounded up; other backends pad every batch to the largest one.
+//
+// The loop is written out rather than using GomlX's
 // train.Trainer because a step needs inputs the Trainer's (inputs, labels) → loss contract
 // does not carry well (reference log-probs, per-example masks), global-norm gradient
 // clipping and an LR schedule set from the host.
@@ -150,15 +156,16 @@ var (
 )
 
 // NewBackend creates a GomlX backend from a config string ("" → $GOMLX_BACKEND → "go").
-// Plain "go" becomes "go:ops_sequential": the default worker pool hung at 0% CPU on a
-// 2-core machine. Backends not compiled in (xla without -tags xla) are an error, not a panic.
+// A "go" config that names no ops_ mode gets ops_sequential: SimpleGo's default mode, which
+// runs a graph's ops in parallel when one graph executes, hung at 0% CPU on a 2-core machine
+// (its worker pool waiting on itself). Matrix products still use the worker pool, and the
+// trainer runs the reference model beside the training step. Backends not compiled in (xla
+// without -tags xla) are an error, not a panic.
 func NewBackend(config string) (b backends.Backend, err error) {
 	if config == "" {
 		config = os.Getenv(backends.ConfigEnvVar)
 	}
-	if config == "" || config == simplego.BackendName {
-		config = simplego.BackendName + ":ops_sequential"
-	}
+	config = backendConfig(config)
 	// SimpleGo prints its parallelism setting on stdout, which belongs to --json output.
 	stdout := os.Stdout
 	os.Stdout = os.Stderr
@@ -174,6 +181,17 @@ func NewBackend(config string) (b backends.Backend, err error) {
 	return b, nil
 }
 
+// backendConfig completes a backend config as NewBackend says.
+func backendConfig(config string) string {
+	if config == "" {
+		config = simplego.BackendName
+	}
+	if name, opts, _ := strings.Cut(config, ":"); name == simplego.BackendName && !strings.Contains(opts, "ops_") {
+		config = simplego.BackendName + ":" + strings.TrimPrefix(opts+",ops_sequential", ",")
+	}
+	return config
+}
+
 // runState is everything a run holds.
 type runState struct {
 	opts    Options
@@ -183,7 +201,7 @@ type runState struct {
 	model   ModelConfig
 	loss    LossConfig
 	ctx     *context.Context
-	refCtx  *context.Context // frozen initial weights (on-the-fly mode)
+	refCtx  *context.Context // frozen initial weights
 	ckpt    *checkpoints.Handler
 	lrVar   *context.Variable
 	optim   gradientOptimizer
@@ -195,13 +213,16 @@ type runState struct {
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
 	fixedDims *layoutDims
-	refTrain  refLogProbs
-	refTest   refLogProbs
-	stats     SplitStats // of the train split
-	train     []string
-	test      []string
-	nTest     int // test batches
-	manifest  Manifest
+	// refTrain and refTest cache the splits' reference log-probs (nil: on the fly).
+	refTrain *refCache
+	refTest  *refCache
+	stats    SplitStats // of the train split
+	train    []string
+	test     []string
+	nTest    int // test batches
+	manifest Manifest
+	// announcedOnTheFly: the on-the-fly reference was reported.
+	announcedOnTheFly bool
 }
 
 // gradientOptimizer is implemented by GomlX's Adam: an update from given gradients.
@@ -384,19 +405,14 @@ func (s *runState) setup() error {
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed {
-		if s.refTrain, err = s.referenceLogProbs(SplitTrain, s.train, s.stats.Batches); err != nil {
+		if s.refTrain, err = s.openRefCache(SplitTrain, s.train); err != nil {
 			return err
 		}
 		if s.test != nil {
-			if s.refTest, err = s.referenceLogProbs(SplitTest, s.test, s.nTest); err != nil {
+			if s.refTest, err = s.openRefCache(SplitTest, s.test); err != nil {
 				return err
 			}
 		}
-		// The frozen weights are no longer needed.
-		s.refEx.finalize()
-		s.refEx = nil
-		s.refCtx.Finalize()
-		s.refCtx = nil
 	}
 	return nil
 }
@@ -404,7 +420,7 @@ func (s *runState) setup() error {
 // maxGraphsPerExec bounds the graphs a shapedExec keeps. A context.Exec compiles one graph
 // per input shape and never evicts one, and on the CPU backend most batches get a shape of
 // their own; compiling there takes milliseconds, so a full exec is simply rebuilt.
-const maxGraphsPerExec = 64
+var maxGraphsPerExec = 64 // a variable for tests
 
 // shapedExec runs a graph function for batches of any layout, keeping at most
 // maxGraphsPerExec compiled shapes.
@@ -414,6 +430,7 @@ type shapedExec struct {
 	fn      func(*context.Context, []*graph.Node) []*graph.Node
 	exec    *context.Exec
 	seen    map[layoutDims]bool
+	builds  int // context.Exec objects built
 }
 
 func newShapedExec(b backends.Backend, ctx *context.Context, fn func(*context.Context, []*graph.Node) []*graph.Node) *shapedExec {
@@ -432,6 +449,7 @@ func (e *shapedExec) run(dims layoutDims, args []any) ([]*tensors.Tensor, error)
 			return nil, err
 		}
 		e.exec = exec.SetMaxCache(-1)
+		e.builds++
 	}
 	e.seen[dims] = true
 	return e.exec.Exec(args...)
@@ -580,8 +598,7 @@ func seqInputs(in []*graph.Node) SeqInputs {
 
 // forwardGraph returns the summed completion log-probs of targets and KL pairs, [B] each.
 func (s *runState) forwardGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
-	target := s.model.TokenLogProbs(ctx, seqInputs(in[inTarget:]))
-	kl := s.model.TokenLogProbs(ctx, seqInputs(in[inKL:]))
+	target, kl := s.model.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
 	return []*graph.Node{
 		perSlotSum(target, in[inTarget+inSlots], s.shape.BatchSize),
 		perSlotSum(kl, in[inKL+inSlots], s.shape.BatchSize),
@@ -711,9 +728,8 @@ func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
 	return tensors.MustCopyFlatData[float32](outs[0]), tensors.MustCopyFlatData[float32](outs[1]), nil
 }
 
-// referenceLogProbs loads the split's cached reference log-probs, or computes and caches
-// them. A cache that cannot be written (read-only data) is only reported.
-func (s *runState) referenceLogProbs(split Split, files []string, batches int) (refLogProbs, error) {
+// openRefCache loads the split's cached reference log-probs, or starts an empty cache.
+func (s *runState) openRefCache(split Split, files []string) (*refCache, error) {
 	stamps, err := stampShards(files)
 	if err != nil {
 		return nil, err
@@ -725,40 +741,75 @@ func (s *runState) referenceLogProbs(split Split, files []string, batches int) (
 		return nil, err
 	}
 	if cached != nil {
-		s.status(fmt.Sprintf("reusing reference log-probs %s", filepath.Join(RefDir, string(split)+".parquet")))
-		return cached, nil
+		s.status(fmt.Sprintf("reusing reference log-probs %s (%d sequences)", filepath.Join(RefDir, string(split)+".parquet"), len(cached)))
+	} else {
+		cached = refLogProbs{}
 	}
-	s.status(fmt.Sprintf("computing reference log-probs for %s (%d batches)", split, batches))
-	out := refLogProbs{}
-	br := NewBatchReader(files, s.shape)
-	defer br.Close()
-	for {
-		b, err := br.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			return nil, err
-		}
-		logp, logpKL, err := s.refForward(b)
-		if err != nil {
-			return nil, err
-		}
-		out.add(b, logp, logpKL)
-	}
-	if err := saveRefCache(s.opts.DataDir, sc, out); err != nil {
-		s.status(fmt.Sprintf("could not cache reference log-probs: %v", err))
-	}
-	return out, nil
+	return &refCache{sidecar: sc, logps: cached}, nil
 }
 
-// batchRefs returns the batch's reference values, from the cache or the frozen model.
-func (s *runState) batchRefs(b *Batch, store refLogProbs) (ref, refKL []float32, err error) {
-	if s.opts.Ref == RefOnTheFly {
-		return s.refForward(b)
+// batchRefs returns the batch's reference values: cached, or computed by the frozen model
+// (and then cached). computed says which.
+func (s *runState) batchRefs(b *Batch, cache *refCache) (ref, refKL []float32, computed bool, err error) {
+	if cache != nil {
+		ref, refKL = make([]float32, s.shape.BatchSize), make([]float32, s.shape.BatchSize)
+		if cache.logps.fill(b, ref, refKL) == nil {
+			return ref, refKL, false, nil
+		}
 	}
-	ref, refKL = make([]float32, s.shape.BatchSize), make([]float32, s.shape.BatchSize)
-	return ref, refKL, store.fill(b, ref, refKL)
+	if ref, refKL, err = s.refForward(b); err != nil {
+		return nil, nil, false, err
+	}
+	if cache != nil {
+		cache.logps.add(b, ref, refKL)
+		cache.dirty = true
+	}
+	return ref, refKL, true, nil
+}
+
+// newRefFeed feeds batches from next with their reference values.
+func (s *runState) newRefFeed(cache *refCache, next func() (*Batch, error)) *refFeed {
+	return &refFeed{compute: func() refBatch {
+		b, err := next()
+		if err != nil {
+			return refBatch{err: err}
+		}
+		r := refBatch{b: b}
+		r.ref, r.refKL, r.computed, r.err = s.batchRefs(b, cache)
+		return r
+	}}
+}
+
+// announceRefs reports, once per split, that reference log-probs are being computed.
+func (s *runState) announceRefs(r refBatch, cache *refCache, split Split) {
+	if !r.computed || (cache != nil && cache.announced) {
+		return
+	}
+	if cache == nil {
+		if split == SplitTrain && !s.announcedOnTheFly {
+			s.announcedOnTheFly = true
+			s.status("computing reference log-probs on the fly (frozen initial weights)")
+		}
+		return
+	}
+	cache.announced = true
+	s.status(fmt.Sprintf("computing reference log-probs for %s as batches are first used (cached in %s)",
+		split, filepath.Join(RefDir, string(split)+".parquet")))
+}
+
+// saveRefCaches writes the caches that gained batches. A cache that cannot be written
+// (read-only data) is only reported.
+func (s *runState) saveRefCaches() {
+	for _, c := range []*refCache{s.refTrain, s.refTest} {
+		if c == nil || !c.dirty {
+			continue
+		}
+		if err := saveRefCache(s.opts.DataDir, c.sidecar, c.logps); err != nil {
+			s.status(fmt.Sprintf("could not cache reference log-probs: %v", err))
+			continue
+		}
+		c.dirty = false
+	}
 }
 
 // sums accumulate loss outputs over several batches.
@@ -801,19 +852,18 @@ func (s *runState) evaluate() (Metrics, error) {
 	var m sums
 	br := NewBatchReader(s.test, s.shape)
 	defer br.Close()
+	feed := s.newRefFeed(s.refTest, br.Next)
+	defer feed.stop()
 	for {
-		b, err := br.Next()
-		if err == io.EOF {
+		r := feed.get(true)
+		if r.err == io.EOF {
 			break
 		}
-		if err != nil {
-			return Metrics{}, err
+		if r.err != nil {
+			return Metrics{}, r.err
 		}
-		ref, refKL, err := s.batchRefs(b, s.refTest)
-		if err != nil {
-			return Metrics{}, err
-		}
-		outs, err := s.execBatch(s.evalEx, b, ref, refKL)
+		s.announceRefs(r, s.refTest, SplitTest)
+		outs, err := s.execBatch(s.evalEx, r.b, r.ref, r.refKL)
 		if err != nil {
 			return Metrics{}, err
 		}
@@ -836,9 +886,8 @@ func learningRate(base float64, scheduler string, i, warmup, total int) float64 
 
 // epochReader cycles over the train split: at the end of an epoch it starts again.
 type epochReader struct {
-	s       *runState
-	br      *BatchReader
-	batches int // micro-batches read so far (all epochs)
+	s  *runState
+	br *BatchReader
 }
 
 func (e *epochReader) next() (*Batch, error) {
@@ -855,7 +904,6 @@ func (e *epochReader) next() (*Batch, error) {
 		if err != nil {
 			return nil, err
 		}
-		e.batches++
 		return b, nil
 	}
 	return nil, fmt.Errorf("%w: the train split has no rows", ErrNoShards)
@@ -888,6 +936,7 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 	}
 	reader := &epochReader{s: s}
 	defer reader.close()
+	defer s.saveRefCaches()
 	// Resume where the data stream left off: batch order is fixed, so skip what was consumed.
 	skip := (start * o.GradAccum) % perEpoch
 	for range skip {
@@ -895,7 +944,10 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 			return sum, err
 		}
 	}
-	reader.batches = start * o.GradAccum
+	consumed := start * o.GradAccum // micro-batches, all epochs
+	// The reference values of the next batch are computed while a step runs.
+	feed := s.newRefFeed(s.refTrain, reader.next)
+	defer feed.stop()
 
 	trainStart := time.Now()
 	var last StepMetrics
@@ -912,25 +964,24 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 		tokens := 0
 		var gradNorm float64
 		for micro := range o.GradAccum {
-			b, err := reader.next()
-			if err != nil {
-				return sum, err
+			more := micro < o.GradAccum-1 || step+1 < total
+			r := feed.get(more)
+			if r.err != nil {
+				return sum, r.err
 			}
-			ref, refKL, err := s.batchRefs(b, s.refTrain)
-			if err != nil {
-				return sum, err
-			}
+			s.announceRefs(r, s.refTrain, SplitTrain)
+			consumed++
 			exec := s.trainEx
 			if micro < o.GradAccum-1 {
 				exec = s.accumEx
 			}
-			outs, err := s.execBatch(exec, b, ref, refKL)
+			outs, err := s.execBatch(exec, r.b, r.ref, r.refKL)
 			if err != nil {
 				return sum, err
 			}
 			m.add(outs)
 			gradNorm = float64(tensors.ToScalar[float32](outs[6]))
-			tokens += b.Tokens
+			tokens += r.b.Tokens
 		}
 		metrics := m.metrics()
 		if math.IsNaN(metrics.Loss) || math.IsInf(metrics.Loss, 0) {
@@ -938,9 +989,10 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 		}
 		elapsed := time.Since(stepStart).Seconds()
 		last = StepMetrics{Step: step + 1, Metrics: metrics, TokensPerS: float64(tokens) / elapsed, Tokens: tokens,
-			Epoch: float64(reader.batches) / float64(perEpoch), LR: lr, GradNorm: gradNorm}
+			Epoch: float64(consumed) / float64(perEpoch), LR: lr, GradNorm: gradNorm}
 		sum.Tokens += int64(tokens)
 		if s.test != nil && o.EvalEvery > 0 && (step+1)%o.EvalEvery == 0 && step+1 < total {
+			feed.wait() // one reference computation at a time
 			ev, err := s.evaluate()
 			if err != nil {
 				return sum, err
@@ -956,9 +1008,10 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 			}
 		}
 	}
+	feed.stop()
 	sum.TrainSeconds = time.Since(trainStart).Seconds()
 	sum.Steps = step
-	sum.Epochs = float64(reader.batches) / float64(perEpoch)
+	sum.Epochs = float64(consumed) / float64(perEpoch)
 	sum.FinalLoss = last.Loss
 	if sum.TrainSeconds > 0 {
 		sum.MeanTokensPerS = float64(sum.Tokens) / sum.TrainSeconds
@@ -968,6 +1021,7 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 			return sum, err
 		}
 	}
+	s.saveRefCaches()
 	if s.test != nil && !sum.Interrupted {
 		s.status("evaluating on the test split")
 		ev, err := s.evaluate()

@@ -9,6 +9,13 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/graph"
+	"github.com/gomlx/gomlx/pkg/core/shapes"
+	"github.com/gomlx/gomlx/pkg/core/tensors"
+	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/gomlx/gomlx/pkg/ml/context/initializers"
 )
 
 // runSyn trains on dir and returns the per-step metrics and the status messages.
@@ -309,5 +316,56 @@ func TestRefCacheFollowsData(t *testing.T) {
 	}
 	if !computed(opts) {
 		t.Error("a damaged cache file must be recomputed")
+	}
+}
+
+// TestShapedExecRebuild runs a graph that creates a variable on its first build (as the
+// optimizer does) under a cache of one graph: every new shape rebuilds the exec, which must
+// reuse the variable, not fail to create it again or reset it.
+func TestShapedExecRebuild(t *testing.T) {
+	defer func(n int) { maxGraphsPerExec = n }(maxGraphsPerExec)
+	maxGraphsPerExec = 1
+	ctx := context.New()
+	e := newShapedExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+		v := ctx.WithInitializer(initializers.Zero).VariableWithShape("runs", shapes.Make(dtypes.Float32))
+		v.SetValueGraph(graph.OnePlus(v.ValueGraph(in[0].Graph())))
+		return []*graph.Node{graph.ReduceAllSum(in[0])}
+	})
+	sizes := []int{2, 3, 3, 2, 5}
+	for _, n := range sizes {
+		x := make([]float32, n)
+		for i := range x {
+			x[i] = 1
+		}
+		out, err := e.run(layoutDims{Target: groupDims{Blocks: n}}, []any{x})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tensors.ToScalar[float32](out[0]); got != float32(n) {
+			t.Errorf("sum of %d ones = %v", n, got)
+		}
+	}
+	if e.builds != 4 {
+		t.Errorf("%d execs built, want 4 (one per change of shape)", e.builds)
+	}
+	v := ctx.GetVariableByScopeAndName("/", "runs")
+	if v == nil || tensors.ToScalar[float32](v.MustValue()) != float32(len(sizes)) {
+		t.Errorf("variable after %d runs: %v", len(sizes), v)
+	}
+	e.finalize()
+}
+
+func TestBackendConfig(t *testing.T) {
+	for in, want := range map[string]string{
+		"":                  "go:ops_sequential",
+		"go":                "go:ops_sequential",
+		"go:parallelism=2":  "go:parallelism=2,ops_sequential",
+		"go:ops_parallel":   "go:ops_parallel",
+		"go:ops_sequential": "go:ops_sequential",
+		"xla:cuda":          "xla:cuda",
+	} {
+		if got := backendConfig(in); got != want {
+			t.Errorf("backendConfig(%q) = %q, want %q", in, got, want)
+		}
 	}
 }
