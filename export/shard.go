@@ -291,6 +291,10 @@ func (s *shard) finish() error {
 		if cerr := sf.f.Close(); err == nil {
 			err = cerr
 		}
+		// A finished shard keeps only its name, size and hash until Close renames it: its
+		// writers' buffers (parquet-go keeps a row group's pages, ~MBs) would otherwise live
+		// until the end of the run, one set per shard written.
+		sf.pq, sf.pqWrite, sf.ar, sf.bw, sf.f = nil, nil, nil, nil, nil
 		if err != nil {
 			errs = append(errs, &FileError{Path: sf.tmp, Err: err})
 		}
