@@ -147,7 +147,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if f.shard < 0 || f.shard >= f.numShards {
 		return usagef("--shard-index %d is not in 0 … %d (--num-shards %d)", f.shard, f.numShards-1, f.numShards)
 	}
-	restore, err := setMemoryLimit(f.memLimit)
+	restore, err := setMemoryLimit(f.memLimit, 1000)
 	if err != nil {
 		return err
 	}
@@ -266,13 +266,14 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 }
 
 // setMemoryLimit sets the Go heap's soft limit, unless $GOMEMLIMIT does. With a limit, and
-// unless $GOGC says otherwise, it also raises GOGC to 1000: prep's live heap is small (tens
+// unless $GOGC says otherwise, it also sets GOGC to gcPercent (0: unchanged). prep uses 1000:
+// its live heap is small (tens
 // of MB, plus ~50 bytes per example) while it allocates a lot per row, so the default GOGC
 // of 100 collects hundreds of times per 100k rows, and each collection also empties the
 // tokenizer's pooled chunk caches. The limit, not GOGC, then bounds the heap, and
 // followLiveHeap moves it up when the live heap itself comes close to it. It returns a function that stops
 // that and restores the previous settings (tests run prep in-process).
-func setMemoryLimit(spec string) (restore func(), err error) {
+func setMemoryLimit(spec string, gcPercent int) (restore func(), err error) {
 	restore = func() {}
 	if os.Getenv("GOMEMLIMIT") != "" {
 		return restore, nil
@@ -287,8 +288,8 @@ func setMemoryLimit(spec string) (restore func(), err error) {
 	}
 	oldLimit := debug.SetMemoryLimit(n)
 	oldGC := -2
-	if os.Getenv("GOGC") == "" {
-		oldGC = debug.SetGCPercent(1000)
+	if os.Getenv("GOGC") == "" && gcPercent > 0 {
+		oldGC = debug.SetGCPercent(gcPercent)
 	}
 	stop := make(chan struct{})
 	done := make(chan struct{})
