@@ -46,10 +46,12 @@ manifest, random weights) or a Hugging Face config.json (or a directory holding 
 also initialised at random: pretrained weights are not loaded.
 
 Reference log-probs come from the frozen initial weights: --ref precomputed (default)
-computes each batch's the first time the batch is used (one batch ahead, on a second core)
-and caches them in DIR/ref_logps/{split}.parquet with a JSON sidecar, reused while the
-manifest, shards, model, seed and shape are unchanged (a short run on a large split computes
-only what it uses); --ref on-the-fly runs the frozen copy for every batch, caching nothing.
+runs them over every batch of both splits first, caches them in DIR/ref_logps/{split}.parquet
+with a JSON sidecar (reused while the manifest, shards, model, seed and shape are unchanged)
+and frees the frozen weights, so training holds one model; --ref lazy fills the same cache
+as batches are first used, one batch ahead on a second core (a short run on a large split
+computes only what it uses, but the frozen weights stay in memory); --ref on-the-fly runs
+the frozen copy for every batch, caching nothing.
 
 Defaults follow TRL's KTOConfig and Hugging Face's Trainer: β 0.1, AdamW (0.9, 0.999, 1e-8),
 no weight decay, clip at gradient norm 1, linear LR schedule. --lr defaults to 1e-6 (TRL) for
@@ -92,7 +94,7 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.IntVar(&o.KeepCheckpoints, "keep-checkpoints", train.DefaultKeepCheckpoints, "checkpoints to keep")
 	fl.BoolVar(&o.Resume, "resume", false, "continue from the latest checkpoint in --checkpoint-dir")
 	fl.StringVar(&o.Backend, "backend", "", `GomlX backend: "go" (default, or $GOMLX_BACKEND), "xla:cuda", "xla:cpu" (needs -tags xla)`)
-	fl.StringVar(&f.ref, "ref", string(train.RefPrecomputed), `reference log-probs: "precomputed" (computed once per batch, cached) or "on-the-fly"`)
+	fl.StringVar(&f.ref, "ref", string(train.RefPrecomputed), `reference log-probs: "precomputed" (all batches first, cached), "lazy" (as batches are used, cached) or "on-the-fly"`)
 	fl.BoolVar(&f.asJSON, "json", false, "one JSON object per step on stdout, then {\"summary\": …}")
 	fl.StringVar(&f.logPath, "log", "", "also write the per-step JSON lines to this JSONL file")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar")

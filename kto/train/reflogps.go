@@ -18,11 +18,15 @@ import (
 type RefMode string
 
 const (
-	// RefPrecomputed runs the frozen initial model once per batch, when the batch is first
-	// used, and caches the results in DATA/ref_logps/{split}.parquet, where later runs find
-	// them (TRL's precompute_ref_log_probs, without a pass over the whole split up front: a
-	// short run on a large split computes only what it uses).
+	// RefPrecomputed runs the frozen initial model over every batch of the train and test
+	// splits before training (TRL's precompute_ref_log_probs), caches the results in
+	// DATA/ref_logps/{split}.parquet, where later runs find them, and then frees the frozen
+	// weights: training holds one model.
 	RefPrecomputed RefMode = "precomputed"
+	// RefLazy computes a batch's reference values when the batch is first used, one batch
+	// ahead on a second goroutine, into the same cache: a short run on a large split
+	// computes only what it uses, at the cost of holding the frozen weights for the run.
+	RefLazy RefMode = "lazy"
 	// RefOnTheFly keeps a frozen copy of the initial weights and runs it every step.
 	RefOnTheFly RefMode = "on-the-fly"
 )

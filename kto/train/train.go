@@ -281,8 +281,8 @@ func (s *runState) setup() error {
 	switch {
 	case o.GradAccum < 0 || o.Steps < 0 || o.Epochs < 0 || o.WarmupSteps < 0 || o.EvalEvery < 0 || o.CheckpointEvery < 0:
 		return fmt.Errorf("%w: counts must not be negative", ErrBadOption)
-	case o.Ref != RefPrecomputed && o.Ref != RefOnTheFly:
-		return fmt.Errorf("%w: ref %q (want %q or %q)", ErrBadOption, o.Ref, RefPrecomputed, RefOnTheFly)
+	case o.Ref != RefPrecomputed && o.Ref != RefLazy && o.Ref != RefOnTheFly:
+		return fmt.Errorf("%w: ref %q (want %q, %q or %q)", ErrBadOption, o.Ref, RefPrecomputed, RefLazy, RefOnTheFly)
 	case o.Scheduler != SchedulerLinear && o.Scheduler != SchedulerConstant:
 		return fmt.Errorf("%w: scheduler %q (want %q or %q)", ErrBadOption, o.Scheduler, SchedulerLinear, SchedulerConstant)
 	case o.LearningRate < 0 || o.WeightDecay < 0:
@@ -404,7 +404,7 @@ func (s *runState) setup() error {
 		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
-	if o.Ref == RefPrecomputed {
+	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
 		if s.refTrain, err = s.openRefCache(SplitTrain, s.train); err != nil {
 			return err
 		}
@@ -414,6 +414,49 @@ func (s *runState) setup() error {
 			}
 		}
 	}
+	if o.Ref == RefPrecomputed {
+		return s.precomputeRefs()
+	}
+	return nil
+}
+
+// precomputeRefs fills the reference caches of both splits, saves them and frees the frozen
+// weights.
+func (s *runState) precomputeRefs() error {
+	for _, sp := range []struct {
+		split Split
+		files []string
+		cache *refCache
+	}{{SplitTrain, s.train, s.refTrain}, {SplitTest, s.test, s.refTest}} {
+		if sp.cache == nil {
+			continue
+		}
+		br := NewBatchReader(sp.files, s.shape)
+		for {
+			b, err := br.Next()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				br.Close()
+				return err
+			}
+			if _, _, computed, err := s.batchRefs(b, sp.cache); err != nil {
+				br.Close()
+				return err
+			} else if computed && !sp.cache.announced {
+				sp.cache.announced = true
+				s.status(fmt.Sprintf("computing reference log-probs for %s (cached in %s)",
+					sp.split, filepath.Join(RefDir, string(sp.split)+".parquet")))
+			}
+		}
+		br.Close()
+	}
+	s.saveRefCaches()
+	s.refEx.finalize()
+	s.refEx = nil
+	s.refCtx.Finalize()
+	s.refCtx = nil
 	return nil
 }
 
@@ -756,6 +799,11 @@ func (s *runState) batchRefs(b *Batch, cache *refCache) (ref, refKL []float32, c
 		if cache.logps.fill(b, ref, refKL) == nil {
 			return ref, refKL, false, nil
 		}
+	}
+	if s.refEx == nil {
+		// precomputeRefs covered every batch of both splits; the data changed under the run.
+		return nil, nil, false, &DataError{Row: -1, Batch: b.Index,
+			Err: fmt.Errorf("%w: no precomputed reference log-probs for this batch", ErrBadShard)}
 	}
 	if ref, refKL, err = s.refForward(b); err != nil {
 		return nil, nil, false, err

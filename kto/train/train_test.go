@@ -95,6 +95,16 @@ func TestTrainDeterministic(t *testing.T) {
 	a, statusA, _ := runSyn(t, Options{DataDir: dir, Steps: 4})
 	b, statusB, _ := runSyn(t, Options{DataDir: dir, Steps: 4})
 	c, _, _ := runSyn(t, Options{DataDir: dir, Steps: 4, Ref: RefOnTheFly})
+	// The same data in a fresh directory, reference values computed as batches are used.
+	lazy, statusL, _ := runSyn(t, Options{DataDir: writeSynData(t, 4, 0), Steps: 4, Ref: RefLazy})
+	if !strings.Contains(strings.Join(statusL, "\n"), "as batches are first used") {
+		t.Errorf("lazy run should compute the reference log-probs as it goes: %q", statusL)
+	}
+	for i := range a {
+		if a[i].Metrics.Loss != lazy[i].Metrics.Loss || a[i].GradNorm != lazy[i].GradNorm {
+			t.Errorf("step %d: precomputed and lazy references differ: %+v vs %+v", i+1, a[i].Metrics, lazy[i].Metrics)
+		}
+	}
 	if !strings.Contains(strings.Join(statusA, "\n"), "computing reference") ||
 		!strings.Contains(strings.Join(statusB, "\n"), "reusing reference") {
 		t.Errorf("second run should reuse the cached reference log-probs:\nfirst %q\nsecond %q", statusA, statusB)
