@@ -56,33 +56,34 @@ func (f *tokFlags) resolve(stderr io.Writer) (*tokenize.Tokenizer, tokenize.Reso
 }
 
 type prepFlags struct {
-	in        inputFlags
-	tok       tokFlags
-	out       string
-	force     bool
-	format    string
-	shardRows int64
-	shardMB   int64
-	workers   int
-	seed      int64
-	testFrac  float64
-	batch     int
-	maxLen    int
-	truncate  string
-	sftLoss   string
-	dropLast  bool
-	toolsFile string
-	textTools string
-	rejects   string
-	asJSON    bool
-	maxReject float64
-	noBar     bool
-	report    string
-	cpuProf   string
-	memProf   string
-	shard     int
-	numShards int
-	memLimit  string
+	in            inputFlags
+	tok           tokFlags
+	out           string
+	force         bool
+	format        string
+	shardRows     int64
+	shardMB       int64
+	workers       int
+	seed          int64
+	testFrac      float64
+	batch         int
+	maxLen        int
+	truncate      string
+	sftLoss       string
+	dropLast      bool
+	toolsFile     string
+	textTools     string
+	rejects       string
+	asJSON        bool
+	maxReject     float64
+	noBar         bool
+	report        string
+	cpuProf       string
+	memProf       string
+	shard         int
+	numShards     int
+	memLimit      string
+	partitionSize int
 }
 
 func init() {
@@ -133,6 +134,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.IntVar(&f.shard, "shard-index", 0, "with --num-shards: which shard this run processes, 0 … N-1 (an array job's task index)")
 	fl.IntVar(&f.numShards, "num-shards", 1, "process only the rows of one of N shards (by a hash of the row's prompt group), so N runs share the input; combine their outputs with ktoloader merge")
 	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (512MiB, 2GiB; off: none; $GOMEMLIMIT wins); raised when the live heap of a large input comes close")
+	fl.IntVar(&f.partitionSize, "partition-size", pipeline.DefaultPartitionSize, "examples planned together (split and KTO batches); a larger input keeps its keys on disk and plans partitions of about this size in turn, so memory stays bounded (changes the test split and the batch order, never which rows are written; small partitions make per-stratum test fractions coarse)")
 	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
 	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fl.MarkHidden("cpuprofile")
@@ -143,6 +145,9 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if f.numShards < 1 {
 		return usagef("--num-shards must be at least 1")
+	}
+	if f.partitionSize < 1 {
+		return usagef("--partition-size must be at least 1")
 	}
 	if f.shard < 0 || f.shard >= f.numShards {
 		return usagef("--shard-index %d is not in 0 … %d (--num-shards %d)", f.shard, f.numShards-1, f.numShards)
@@ -192,7 +197,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		"test_frac": f.testFrac, "kto_batch_size": f.batch, "max_len": f.maxLen, "truncate": f.truncate,
 		"sft_loss": f.sftLoss, "drop_last": f.dropLast, "tools": f.toolsFile, "assistant_text_with_tools": f.textTools,
 		"max_line_bytes": f.in.maxLineBytes, "missing_label": f.in.missingLabel, "strict": f.in.strict,
-		"max_reject_frac": f.maxReject,
+		"max_reject_frac": f.maxReject, "partition_size": f.partitionSize,
 	}
 	var bar *progressbar.ProgressBar
 	if !f.noBar && term.IsTerminal(int(os.Stderr.Fd())) {
@@ -205,7 +210,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		Render: ropt, KTO: kc, Out: f.out, Force: f.force,
 		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
 		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
-		NumShards: f.numShards, ShardIndex: f.shard,
+		NumShards: f.numShards, ShardIndex: f.shard, PartitionSize: f.partitionSize,
 	}
 	if bar != nil {
 		cfg.Progress = func(n int64) {

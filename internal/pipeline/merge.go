@@ -283,8 +283,13 @@ func mergeSplitStats(runs []shardRun) (any, error) {
 		}
 		out.Strata = append(out.Strata, *st)
 	}
-	// Report order, as kto.PlanSplit: by behavior, desirable first.
-	slices.SortFunc(out.Strata, func(a, b kto.Stratum) int {
+	sortStrata(out.Strata)
+	return out, nil
+}
+
+// sortStrata puts strata in kto.PlanSplit's report order: by behavior, desirable first.
+func sortStrata(strata []kto.Stratum) {
+	slices.SortFunc(strata, func(a, b kto.Stratum) int {
 		if c := cmp.Compare(a.Behavior, b.Behavior); c != 0 {
 			return c
 		}
@@ -296,7 +301,6 @@ func mergeSplitStats(runs []shardRun) (any, error) {
 		}
 		return 1
 	})
-	return out, nil
 }
 
 // filesOf lists a run's files of one kind and split in shard order; primary only keeps the

@@ -13,7 +13,8 @@ import (
 // passOneResult is what pass one keeps in memory: per written example its planning key and
 // lengths (as counts), and the notes.
 type passOneResult struct {
-	keys    []kto.Key
+	keys    []kto.Key // up to Config.PartitionSize of them; then store holds them all
+	store   *keyStore
 	lens    tokenHists
 	notes   map[string]int64
 	skipped int64 // rows of other shards
@@ -39,8 +40,40 @@ const NoteSkippedOtherShard = "skipped_other_shard"
 // rendered, placed in a shard, tokenized, truncated, keyed and encoded for the spill on a
 // worker; in input order, this goroutine then counts it, writes its reject or appends its
 // record to the spill and keeps its key.
-func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *export.Manifest) (*passOneResult, error) {
+func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *export.Manifest) (_ *passOneResult, err error) {
 	p := &passOneResult{notes: map[string]int64{}}
+	defer func() {
+		if err != nil && p.store != nil {
+			p.store.Close()
+		}
+	}()
+	partitionSize := cfg.PartitionSize
+	if partitionSize <= 0 {
+		partitionSize = DefaultPartitionSize
+	}
+	// keep records an example's key: in RAM up to partitionSize keys, then, for the whole
+	// run, in the key store on disk (partition.go).
+	keep := func(k kto.Key, l loc) error {
+		if p.store == nil && len(p.keys) < partitionSize {
+			p.keys = append(p.keys, k)
+			return nil
+		}
+		if p.store == nil {
+			ks, err := newKeyStore(cfg.Out)
+			if err != nil {
+				return err
+			}
+			p.store = ks
+			for i, k := range p.keys {
+				if err := ks.add(k, sp.locOf(i)); err != nil {
+					return err
+				}
+			}
+			p.keys = nil
+			sp.dropIndex()
+		}
+		return p.store.add(k, l)
+	}
 	sharded := cfg.NumShards > 1
 	mine := func(h uint64) bool { return !sharded || shardOf(h, cfg.NumShards) == cfg.ShardIndex }
 	// Behavior strings are interned: a key per example must not hold its own copy (nor keep
@@ -134,12 +167,15 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 				return nil
 			}
 			w := &it.out
+			at := loc{off: sp.size, n: uint32(len(w.rec))}
 			if _, err := sp.AppendRecord(w.rec); err != nil {
 				return err
 			}
 			m.Counts.Written++
 			w.key.Behavior = intern(w.key.Behavior)
-			p.keys = append(p.keys, w.key)
+			if err := keep(w.key, at); err != nil {
+				return err
+			}
 			p.lens.add(w.plen, w.clen)
 			if w.repaired > 0 {
 				p.notes["repaired_tool_call_ids"] += int64(w.repaired)

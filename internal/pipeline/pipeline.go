@@ -11,22 +11,20 @@
 // goroutine reads each planned batch back from the spill and makes its kto/ rows, while
 // three more write kto/, pack and write kto_packed/, and pack and write sft/.
 //
-// Memory. Per written example RAM holds, for the whole run, its planning key (kto.Key: two
-// hashes, the label and the interned behavior's string header, 40 bytes) and its offset in
-// the spill (8 bytes): about 48 bytes. Planning adds, for a moment, what kto.PlanSplit and
-// kto.PlanBatches need (per example about 30 bytes, per prompt group about 100), and pass two
-// holds the batch plan (about 12 bytes an example) with the spill offsets. The peak is
-// therefore about 120 bytes an example: ~120 MB for 1M rows, ~1.2 GB for 10M. Everything
-// else is bounded whatever the input: Workers × 64 records (at most 256 MiB of raw lines)
-// in flight, 64 batches queued per writer, one SFT window (kto.Config.SFTWindow sequences),
-// one Parquet row group per writer (export.DefaultRowGroupRows rows), the tokenizer's
-// bounded chunk caches, and the lengths for the manifest's statistics as counts per length. The examples themselves (ids, text)
-// live in the spill file on disk, about 3 KB each. So RAM is O(n) with a small constant, not
-// O(1). Measured at 1M rows: ~150 MB live at the planning peak (gctrace), 412 MiB peak RSS
-// under the prep command's default soft heap limit of 384 MiB, which it raises when the
-// live heap comes close (from roughly 2.5M rows on); 10M rows would need about 1.5 GB live
-// and 2.5 GB of RSS (an estimate). To keep every run small, shard the input instead
-// (NumShards: each run then holds 1/N of the keys).
+// Memory. Up to Config.PartitionSize written examples (default 1,048,576), RAM holds per
+// example its planning key (kto.Key: two hashes, the label and the interned behavior's
+// string header, 40 bytes) and its offset in the spill (8 bytes), and planning adds, for a
+// moment, what kto.PlanSplit and kto.PlanBatches need (per example about 30 bytes, per prompt
+// group about 100): about 120 bytes an example at the peak, ~120 MB for a full partition.
+// Past that size the keys go to bucket files on disk and pass two plans one partition at a
+// time (partition.go), so that peak no longer grows with the input. Everything else is
+// bounded whatever the input: Workers × 64 records (at most 256 MiB of raw lines) in
+// flight, 64 batches queued per writer, one SFT window (kto.Config.SFTWindow sequences), one
+// Parquet row group per writer (export.DefaultRowGroupRows rows), the tokenizer's bounded
+// chunk caches, the lengths for the manifest's statistics as counts per length, and 256
+// bucket-file buffers of 16 KiB. The examples themselves (ids, text) live in the spill file
+// on disk, about 3 KB each. Measured at 1M rows: ~150 MB live at the planning peak
+// (gctrace), 416 MiB peak RSS under the prep command's default soft heap limit of 384 MiB.
 package pipeline
 
 import (
@@ -68,6 +66,11 @@ type Config struct {
 	// skipped_other_shard. 0 or 1: every row.
 	NumShards  int
 	ShardIndex int
+
+	// PartitionSize bounds the examples planned together (partition.go): a run with more
+	// keeps its keys on disk and plans partitions of about this many, one at a time, so
+	// memory does not grow with the input. 0: DefaultPartitionSize.
+	PartitionSize int
 
 	// Progress, when set, is called after each input row with the rows handled so far
 	// (those of other shards included).
@@ -146,6 +149,12 @@ func Run(cfg Config) (*export.Manifest, error) {
 		return nil, err
 	}
 	keys := p1.keys
+	if p1.store != nil {
+		defer p1.store.Close()
+		if err := p1.store.finish(); err != nil {
+			return nil, err
+		}
+	}
 	if err := sp.Finish(); err != nil {
 		return nil, err
 	}
@@ -157,26 +166,35 @@ func Run(cfg Config) (*export.Manifest, error) {
 	}
 	m.Tokens = p1.lens.stats()
 
-	// Plan the split on the keys, then each split's batches.
-	isTest, splitStats, err := kto.PlanSplit(keys, cfg.KTO)
-	if err != nil {
-		return nil, err
-	}
-	m.Split = splitStats
 	kc := cfg.KTO
 	ktoCfg, _ := kc.WithDefaults()
 	m.KTO.BatchSize = ktoCfg.BatchSize
 	m.Packing.MaxLen = ktoCfg.MaxLen
-	parts := partition(keys, isTest, splitStats.Test)
-	p1.keys, keys, isTest = nil, nil, nil // parts own the keys now; writeSplit drops them once planned
-	for i := range parts {
-		if len(parts[i].keys) == 0 {
-			continue
-		}
-		files, err := writeSplit(cfg, ktoCfg, sp, rej, &parts[i], m)
+	if p1.store != nil {
+		// More examples than one planning partition: see partition.go.
+		files, err := writePartitioned(cfg, ktoCfg, sp, rej, p1.store, m)
 		m.Files = append(m.Files, files...)
 		if err != nil {
 			return nil, err
+		}
+	} else {
+		// Plan the split on the keys, then each split's batches.
+		isTest, splitStats, err := kto.PlanSplit(keys, cfg.KTO)
+		if err != nil {
+			return nil, err
+		}
+		m.Split = splitStats
+		parts := partition(keys, isTest, splitStats.Test)
+		p1.keys, keys, isTest = nil, nil, nil // parts own the keys now; writeSplit drops them once planned
+		for i := range parts {
+			if len(parts[i].keys) == 0 {
+				continue
+			}
+			files, err := writeSplit(cfg, ktoCfg, sp, rej, &parts[i], m)
+			m.Files = append(m.Files, files...)
+			if err != nil {
+				return nil, err
+			}
 		}
 	}
 	if tr, ok := m.KTO.Splits["train"]; ok {

@@ -20,9 +20,12 @@ import (
 type spill struct {
 	f    *os.File
 	w    *bufio.Writer
-	off  []int64 // start of example i; off[len] is the end
+	off  []int64 // start of example i; off[len] is the end (unless noIndex)
 	size int64
-	buf  []byte
+	// count is the number of examples; noIndex: off is no longer kept (dropIndex).
+	count   int
+	noIndex bool
+	buf     []byte
 }
 
 func newSpill(dir string) (*spill, error) {
@@ -34,7 +37,7 @@ func newSpill(dir string) (*spill, error) {
 }
 
 // Len is the number of examples appended.
-func (s *spill) Len() int { return len(s.off) - 1 }
+func (s *spill) Len() int { return s.count }
 
 func putU(b []byte, v uint64) []byte { return binary.AppendUvarint(b, v) }
 
@@ -111,9 +114,19 @@ func (s *spill) AppendRecord(rec []byte) (int, error) {
 		return 0, err
 	}
 	s.size += int64(len(rec))
-	s.off = append(s.off, s.size)
-	return s.Len() - 1, nil
+	s.count++
+	if !s.noIndex {
+		s.off = append(s.off, s.size)
+	}
+	return s.count - 1, nil
 }
+
+// locOf is where example i is, while the spill keeps its index.
+func (s *spill) locOf(i int) loc { return loc{off: s.off[i], n: uint32(s.off[i+1] - s.off[i])} }
+
+// dropIndex stops keeping offsets (8 bytes an example): a partitioned run keeps each
+// example's location with its key on disk and reads it back with GetAt.
+func (s *spill) dropIndex() { s.off, s.noIndex = nil, true }
 
 // Finish flushes the writes so Get can read.
 func (s *spill) Finish() error { return s.w.Flush() }
@@ -122,12 +135,20 @@ var errCorruptSpill = errors.New("spill file corrupt")
 
 // Get reads example i back.
 func (s *spill) Get(i int) (tokenize.Example, error) {
-	n := s.off[i+1] - s.off[i]
-	if int64(cap(s.buf)) < n {
+	ex, err := s.GetAt(s.off[i], uint32(s.off[i+1]-s.off[i]))
+	if err != nil {
+		return ex, fmt.Errorf("example %d: %w", i, err)
+	}
+	return ex, nil
+}
+
+// GetAt reads back the example whose record is n bytes at off.
+func (s *spill) GetAt(off int64, n uint32) (tokenize.Example, error) {
+	if uint32(cap(s.buf)) < n {
 		s.buf = make([]byte, n)
 	}
 	b := s.buf[:n]
-	if _, err := s.f.ReadAt(b, s.off[i]); err != nil && err != io.EOF {
+	if _, err := s.f.ReadAt(b, off); err != nil && err != io.EOF {
 		return tokenize.Example{}, err
 	}
 	d := decoder{b: b}
@@ -148,7 +169,7 @@ func (s *spill) Get(i int) (tokenize.Example, error) {
 		d.err = errCorruptSpill
 	}
 	if d.err != nil {
-		return ex, fmt.Errorf("example %d: %w", i, d.err)
+		return ex, fmt.Errorf("record at %d: %w", off, d.err)
 	}
 	return ex, nil
 }

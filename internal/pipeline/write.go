@@ -75,59 +75,10 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, part *splitP
 			return nil, err
 		}
 	}
-	kw, err := export.NewShardWriter[kto.KTORow](cfg.Out, export.KindKTO, split, cfg.Writer)
+	w, err := newSplitWriter(cfg, kc, split)
 	if err != nil {
 		return nil, err
 	}
-	pw, err := export.NewShardWriter[kto.PackedRow](cfg.Out, export.KindKTOPacked, split, cfg.Writer)
-	if err != nil {
-		kw.Abort()
-		return nil, err
-	}
-	sw, err := export.NewShardWriter[kto.SFTRow](cfg.Out, export.KindSFT, split, cfg.Writer)
-	if err != nil {
-		kw.Abort()
-		pw.Abort()
-		return nil, err
-	}
-	defer func() {
-		if err != nil {
-			kw.Abort()
-			pw.Abort()
-			sw.Abort()
-		}
-	}()
-	sft, err := kto.NewSFTPacker(kc)
-	if err != nil {
-		return nil, err
-	}
-
-	var packStats kto.PackStats
-	var failed atomic.Bool
-	stages := []*stage{
-		startStage(&failed, func(b batchMsg) error { return kw.Write(b.rows...) }, nil),
-		startStage(&failed, func(b batchMsg) error {
-			packed, ps, err := kto.PackBatch(b.rows, kc)
-			if err != nil {
-				return err
-			}
-			packStats.Add(ps)
-			return pw.Write(packed...)
-		}, nil),
-		startStage(&failed, func(b batchMsg) error {
-			for _, ex := range b.des {
-				rows, err := sft.Add(ex)
-				if err != nil {
-					return err
-				}
-				if err := sw.Write(rows...); err != nil {
-					return err
-				}
-			}
-			return nil
-		}, func() error { return sw.Write(sft.Flush()...) }),
-	}
-	sc := export.SplitCounts{Behaviors: map[string]export.LabelCounts{}}
 	feedErr := func() error {
 		for b, members := range plan {
 			batch := make([]tokenize.Example, len(members))
@@ -138,63 +89,157 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, part *splitP
 				}
 				batch[k] = ex
 			}
-			rows, klCut := kto.BatchRows(batch, int64(b), kc)
-			bstats.KLTruncated += klCut
-			msg := batchMsg{rows: rows}
-			for k := range batch {
-				ex := &batch[k]
-				sc.Examples++
-				lc := sc.Behaviors[ex.Behavior]
-				if ex.Label {
-					sc.Desirable++
-					lc.Desirable++
-					msg.des = append(msg.des, ex)
-				} else {
-					sc.Undesirable++
-					lc.Undesirable++
-				}
-				sc.Behaviors[ex.Behavior] = lc
-			}
-			// A failed writer stops the feed early; the error surfaces from wait.
-			if failed.Load() {
-				return nil
-			}
-			for _, s := range stages {
-				s.ch <- msg
+			if !w.feed(batch, int64(b)) {
+				return nil // a writer failed: finish says why
 			}
 		}
 		return nil
 	}()
-	for _, s := range stages {
+	bstats.KLTruncated += w.klCut
+	files, err = w.finish(feedErr)
+	if err != nil {
+		return files, err
+	}
+	w.record(m, export.BatchInfo{Examples: int64(bstats.Examples), Desirable: int64(bstats.Desirable),
+		Undesirable: int64(bstats.Undesirable), Batches: int64(bstats.Batches), LastBatch: int64(bstats.LastBatch),
+		Dropped: int64(bstats.Dropped), NoDesirable: int64(bstats.NoDesirable), NoUndesirable: int64(bstats.NoUndesirable),
+		KLTruncated: int64(bstats.KLTruncated)})
+	return files, nil
+}
+
+// splitWriter writes one split's batches, in the order fed, to its kto/, kto_packed/ and
+// sft/ shard writers through one stage each.
+type splitWriter struct {
+	split     string
+	kc        kto.Config
+	kw        *export.ShardWriter[kto.KTORow]
+	pw        *export.ShardWriter[kto.PackedRow]
+	sw        *export.ShardWriter[kto.SFTRow]
+	sft       *kto.SFTPacker
+	packStats kto.PackStats
+	failed    atomic.Bool
+	stages    []*stage
+	sc        export.SplitCounts
+	klCut     int
+}
+
+func newSplitWriter(cfg Config, kc kto.Config, split string) (*splitWriter, error) {
+	w := &splitWriter{split: split, kc: kc, sc: export.SplitCounts{Behaviors: map[string]export.LabelCounts{}}}
+	var err error
+	if w.kw, err = export.NewShardWriter[kto.KTORow](cfg.Out, export.KindKTO, split, cfg.Writer); err != nil {
+		return nil, err
+	}
+	if w.pw, err = export.NewShardWriter[kto.PackedRow](cfg.Out, export.KindKTOPacked, split, cfg.Writer); err != nil {
+		w.kw.Abort()
+		return nil, err
+	}
+	if w.sw, err = export.NewShardWriter[kto.SFTRow](cfg.Out, export.KindSFT, split, cfg.Writer); err != nil {
+		w.kw.Abort()
+		w.pw.Abort()
+		return nil, err
+	}
+	if w.sft, err = kto.NewSFTPacker(kc); err != nil {
+		w.abort()
+		return nil, err
+	}
+	w.stages = []*stage{
+		startStage(&w.failed, func(b batchMsg) error { return w.kw.Write(b.rows...) }, nil),
+		startStage(&w.failed, func(b batchMsg) error {
+			packed, ps, err := kto.PackBatch(b.rows, kc)
+			if err != nil {
+				return err
+			}
+			w.packStats.Add(ps)
+			return w.pw.Write(packed...)
+		}, nil),
+		startStage(&w.failed, func(b batchMsg) error {
+			for _, ex := range b.des {
+				rows, err := w.sft.Add(ex)
+				if err != nil {
+					return err
+				}
+				if err := w.sw.Write(rows...); err != nil {
+					return err
+				}
+			}
+			return nil
+		}, func() error { return w.sw.Write(w.sft.Flush()...) }),
+	}
+	return w, nil
+}
+
+// feed makes the kto/ rows of one batch (its examples in row order) with batch index b and
+// hands them to the stages. It returns false once a stage has failed: the caller stops
+// feeding and finish reports the error.
+func (w *splitWriter) feed(batch []tokenize.Example, b int64) bool {
+	rows, klCut := kto.BatchRows(batch, b, w.kc)
+	w.klCut += klCut
+	msg := batchMsg{rows: rows}
+	for k := range batch {
+		ex := &batch[k]
+		w.sc.Examples++
+		lc := w.sc.Behaviors[ex.Behavior]
+		if ex.Label {
+			w.sc.Desirable++
+			lc.Desirable++
+			msg.des = append(msg.des, ex)
+		} else {
+			w.sc.Undesirable++
+			lc.Undesirable++
+		}
+		w.sc.Behaviors[ex.Behavior] = lc
+	}
+	if w.failed.Load() {
+		return false
+	}
+	for _, s := range w.stages {
+		s.ch <- msg
+	}
+	return true
+}
+
+// finish waits for the stages and closes the writers (feedErr, an error of the caller's
+// feeding, wins and aborts them). It returns the files written.
+func (w *splitWriter) finish(feedErr error) (files []export.FileInfo, err error) {
+	for _, s := range w.stages {
 		if werr := s.wait(); err == nil {
 			err = werr
 		}
 	}
 	if feedErr != nil {
-		return nil, feedErr
+		err = feedErr
 	}
 	if err != nil {
+		w.abort()
 		return nil, err
 	}
-
-	m.Counts.Splits[split] = sc
-	m.KTO.Splits[split] = export.BatchInfo{Examples: int64(bstats.Examples), Desirable: int64(bstats.Desirable),
-		Undesirable: int64(bstats.Undesirable), Batches: int64(bstats.Batches), LastBatch: int64(bstats.LastBatch),
-		Dropped: int64(bstats.Dropped), NoDesirable: int64(bstats.NoDesirable), NoUndesirable: int64(bstats.NoUndesirable),
-		KLTruncated: int64(bstats.KLTruncated)}
-	ss := sft.Stats()
-	m.Packing.KTOPacked[split] = export.PackInfo{Rows: int64(packStats.Rows), Sequences: int64(packStats.Sequences), Tokens: packStats.Tokens, Fill: packStats.Fill}
-	m.Packing.SFT[split] = export.PackInfo{Rows: int64(ss.Rows), Sequences: int64(ss.Sequences), Tokens: ss.Tokens, Fill: ss.Fill}
-	for _, w := range []interface {
+	for _, sw := range []interface {
 		Close() ([]export.FileInfo, error)
-	}{kw, pw, sw} {
-		fi, err := w.Close()
+	}{w.kw, w.pw, w.sw} {
+		fi, err := sw.Close()
 		files = append(files, fi...)
 		if err != nil {
+			w.abort()
 			return files, err
 		}
 	}
 	return files, nil
+}
+
+func (w *splitWriter) abort() {
+	w.kw.Abort()
+	w.pw.Abort()
+	w.sw.Abort()
+}
+
+// record puts the split's counts, batch and packing statistics in the manifest.
+func (w *splitWriter) record(m *export.Manifest, bi export.BatchInfo) {
+	m.Counts.Splits[w.split] = w.sc
+	m.KTO.Splits[w.split] = bi
+	ss := w.sft.Stats()
+	ps := w.packStats
+	m.Packing.KTOPacked[w.split] = export.PackInfo{Rows: int64(ps.Rows), Sequences: int64(ps.Sequences), Tokens: ps.Tokens, Fill: ps.Fill}
+	m.Packing.SFT[w.split] = export.PackInfo{Rows: int64(ss.Rows), Sequences: int64(ss.Sequences), Tokens: ss.Tokens, Fill: ss.Fill}
 }
 
 // rejectDropped accounts for the examples that --drop-last left out of the last, partial KTO
