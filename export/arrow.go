@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"reflect"
+	"strings"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/array"
@@ -225,7 +226,8 @@ func setField(f reflect.Value, col arrow.Array, c column, row int) {
 		case sBool:
 			f.SetBool(col.(*array.Boolean).Value(row))
 		case sString:
-			f.SetString(col.(*array.String).Value(row))
+			// Value aliases arrow's buffer, which a reader may reuse: rows get their own copy.
+			f.SetString(strings.Clone(col.(*array.String).Value(row)))
 		case sFloat32:
 			f.SetFloat(float64(col.(*array.Float32).Value(row)))
 		case sFloat64:
@@ -256,7 +258,7 @@ func setField(f reflect.Value, col arrow.Array, c column, row int) {
 		str := vals.(*array.String)
 		out := make([]string, e-s)
 		for i := range out {
-			out[i] = str.Value(int(s) + i)
+			out[i] = strings.Clone(str.Value(int(s) + i))
 		}
 		f.Set(reflect.ValueOf(out))
 	}
