@@ -40,6 +40,17 @@ type Manifest struct {
 	// (kto.SplitStats); nil in manifests written before it existed.
 	Split any        `json:"split,omitempty"`
 	Files []FileInfo `json:"files"`
+	// Rejects checksums the rejects file (nil in manifests written before it existed). Path
+	// is RejectsName when it lies in the output directory, else as given to --rejects.
+	Rejects *RejectsInfo `json:"rejects,omitempty"`
+}
+
+// RejectsInfo is the rejects file's size, record count and sha256, as written.
+type RejectsInfo struct {
+	Path   string `json:"path"`
+	Rows   int64  `json:"rows"`
+	Bytes  int64  `json:"bytes"`
+	SHA256 string `json:"sha256"`
 }
 
 // Input is one input file, named as given on the command line ("-" for stdin, "(embedded

@@ -526,11 +526,14 @@ func (v *verifier) checkRejects() {
 		return
 	}
 	defer f.Close()
-	r := bufio.NewReaderSize(f, 1<<16)
+	h := sha256.New()
+	var size int64
+	r := bufio.NewReaderSize(io.TeeReader(f, h), 1<<16)
 	var n int64
 	reasons := map[string]int64{}
 	for {
 		line, err := r.ReadBytes('\n')
+		size += int64(len(line))
 		if len(line) > 0 {
 			var rec map[string]json.RawMessage
 			if jerr := json.Unmarshal(line, &rec); jerr != nil {
@@ -559,8 +562,13 @@ func (v *verifier) checkRejects() {
 	if n != v.m.Counts.Rejected {
 		v.add(RejectsName, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
 	}
-	// Each reason as often as counts.reasons says: a damaged reason is caught here, since
-	// rejects.jsonl has no digest in the manifest.
+	if ri := v.m.Rejects; ri != nil && ri.Path == RejectsName {
+		if sum := hex.EncodeToString(h.Sum(nil)); sum != ri.SHA256 || size != ri.Bytes {
+			v.add(RejectsName, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
+		}
+	}
+	// Each reason as often as counts.reasons says (this also covers manifests written
+	// before rejects.jsonl had a digest in the manifest).
 	names := make([]string, 0, len(reasons)+len(v.m.Counts.Reasons))
 	for k := range reasons {
 		names = append(names, k)

@@ -3,6 +3,8 @@ package pipeline
 import (
 	"bufio"
 	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -127,7 +129,7 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if tr, ok := m.KTO.Splits["train"]; ok {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
-	if err := concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
+	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
 		return nil, err
 	}
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
@@ -638,14 +640,18 @@ func linkOrCopy(src, dst string, copy bool) error {
 	return out.Commit()
 }
 
-// concatRejects writes the runs' rejects files, in shard order, to dst.
-func concatRejects(runs []shardRun, dst string) error {
+// concatRejects writes the runs' rejects files, in shard order, to dst, and returns its
+// manifest entry.
+func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
 	out, err := export.CreateAtomic(dst)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer out.Abort()
-	w := bufio.NewWriterSize(out, 1<<20)
+	h := sha256.New()
+	var cw countWriter
+	w := bufio.NewWriterSize(io.MultiWriter(out, h, &cw), 1<<20)
+	var rows int64
 	for _, r := range runs {
 		p := filepath.Join(r.dir, export.RejectsName)
 		in, err := os.Open(p)
@@ -653,16 +659,20 @@ func concatRejects(runs []shardRun, dst string) error {
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%s: its rejects are not in %s (prep --rejects elsewhere?): %w", r.dir, export.RejectsName, err)
+			return nil, fmt.Errorf("%s: its rejects are not in %s (prep --rejects elsewhere?): %w", r.dir, export.RejectsName, err)
 		}
 		_, err = io.Copy(w, in)
 		in.Close()
 		if err != nil {
-			return err
+			return nil, err
 		}
+		rows += r.m.Counts.Rejected
 	}
 	if err := w.Flush(); err != nil {
-		return err
+		return nil, err
 	}
-	return out.Commit()
+	if err := out.Commit(); err != nil {
+		return nil, err
+	}
+	return &export.RejectsInfo{Path: export.RejectsName, Rows: rows, Bytes: cw.n, SHA256: hex.EncodeToString(h.Sum(nil))}, nil
 }

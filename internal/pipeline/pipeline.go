@@ -201,6 +201,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
 
+	m.Rejects = rej.Info(cfg.Out)
 	if err := rej.Commit(); err != nil {
 		return nil, err
 	}

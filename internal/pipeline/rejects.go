@@ -1,7 +1,11 @@
 package pipeline
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
+	"hash"
+	"io"
 	"os"
 	"path/filepath"
 
@@ -13,10 +17,18 @@ import (
 // name; Commit renames it into place, so a crashed run leaves no finished-looking file. A nil
 // *Rejects discards everything, for runs that keep no rejects file.
 type Rejects struct {
-	f   *export.AtomicFile
-	enc *json.Encoder
-	N   int64
+	f    *export.AtomicFile
+	enc  *json.Encoder
+	N    int64
+	path string
+	h    hash.Hash
+	cw   countWriter
 }
+
+// countWriter counts the bytes written through it.
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // NewRejects starts the rejects file at path; "" gives a nil (discarding) Rejects.
 func NewRejects(path string) (*Rejects, error) {
@@ -30,9 +42,10 @@ func NewRejects(path string) (*Rejects, error) {
 	if err != nil {
 		return nil, err
 	}
-	enc := json.NewEncoder(f)
-	enc.SetEscapeHTML(false)
-	return &Rejects{f: f, enc: enc}, nil
+	w := &Rejects{f: f, path: path, h: sha256.New()}
+	w.enc = json.NewEncoder(io.MultiWriter(f, w.h, &w.cw))
+	w.enc.SetEscapeHTML(false)
+	return w, nil
 }
 
 // Write records one rejected row.
@@ -50,6 +63,18 @@ func (w *Rejects) Commit() error {
 		return nil
 	}
 	return w.f.Commit()
+}
+
+// Info is the file's entry for the manifest, its path made relative to out when inside it.
+func (w *Rejects) Info(out string) *export.RejectsInfo {
+	if w == nil {
+		return nil
+	}
+	p := w.path
+	if rel, err := filepath.Rel(out, p); err == nil && rel == export.RejectsName {
+		p = export.RejectsName
+	}
+	return &export.RejectsInfo{Path: p, Rows: w.N, Bytes: w.cw.n, SHA256: hex.EncodeToString(w.h.Sum(nil))}
 }
 
 // Abort removes the temporary file; a no-op after Commit, so it can be deferred.
