@@ -49,13 +49,20 @@ type LengthError struct {
 	// Completion is set when the completion alone cannot fit (with the BOS that keep-end
 	// keeps), which no truncation policy can fix.
 	Completion bool
+	// AtLeast: Len is a lower bound from the text's size (CheckMinLength), not a count: the
+	// row was rejected without being tokenized.
+	AtLeast bool
 }
 
 func (e *LengthError) Error() string {
-	if e.Completion {
-		return fmt.Sprintf("%v: completion alone is %d tokens, at most %d fit beside BOS", ErrTooLong, e.Len, e.MaxLen)
+	atLeast := ""
+	if e.AtLeast {
+		atLeast = "at least "
 	}
-	return fmt.Sprintf("%v: %d tokens > %d", ErrTooLong, e.Len, e.MaxLen)
+	if e.Completion {
+		return fmt.Sprintf("%v: completion alone is %s%d tokens, at most %d fit beside BOS", ErrTooLong, atLeast, e.Len, e.MaxLen)
+	}
+	return fmt.Sprintf("%v: %s%d tokens > %d", ErrTooLong, atLeast, e.Len, e.MaxLen)
 }
 
 func (e *LengthError) Unwrap() error { return ErrTooLong }

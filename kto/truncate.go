@@ -52,6 +52,24 @@ func Truncate(ex *tokenize.Example, cfg Config) (trimmed int, err error) {
 	return cut, nil
 }
 
+// CheckMinLength rejects, before tokenizing, an example that Truncate would reject whatever
+// its exact length: minPrompt and minCompletion are lower bounds on its token counts
+// (tokenize.Mistral.MinTokens). A row of megabytes then costs no encoding. It never rejects
+// an example that fits, since the bounds are never above the counts.
+func CheckMinLength(minPrompt, minCompletion int, cfg Config) error {
+	cfg, err := cfg.WithDefaults()
+	if err != nil {
+		return err
+	}
+	if cfg.Truncate == TruncateReject && minPrompt+minCompletion > cfg.MaxLen {
+		return &LengthError{Len: minPrompt + minCompletion, MaxLen: cfg.MaxLen, AtLeast: true}
+	}
+	if minCompletion > cfg.MaxLen-1 {
+		return &LengthError{Len: minCompletion, MaxLen: cfg.MaxLen - 1, Completion: true, AtLeast: true}
+	}
+	return nil
+}
+
 // cutAfterFirst removes n elements after the first one, into a new slice: the caller's
 // backing array may be shared with other examples.
 func cutAfterFirst[T any](xs []T, n int) []T {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/tokenize"
 )
 
 // trlKeepEnd is TRL's keep_end on a prompt (trl/trainer/kto_trainer.py, _process_tokens):
@@ -121,5 +122,37 @@ func TestTruncateBadExample(t *testing.T) {
 	ex = synth(0, 0, 5, 0, true, "b")
 	if _, err := Truncate(&ex, Config{}); !errors.Is(err, ErrBadExample) {
 		t.Errorf("empty completion: error %v, want ErrBadExample", err)
+	}
+}
+
+// TestCheckMinLengthNeverRejectsAFit: for every prompt and completion length around the
+// limit and every lower bound at or below them, CheckMinLength rejects only examples that
+// Truncate rejects too (under both policies), and rejects those whose bounds alone prove it.
+func TestCheckMinLengthNeverRejectsAFit(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for _, policy := range []string{TruncateReject, TruncateKeepEnd} {
+		cfg := Config{MaxLen: 64, Truncate: policy}
+		for p := 1; p <= 130; p += 3 {
+			for c := 1; c <= 130; c += 3 {
+				for range 4 {
+					pb, cb := rng.IntN(p+1), rng.IntN(c+1)
+					if rng.IntN(4) == 0 {
+						pb, cb = p, c // exact bounds
+					}
+					early := CheckMinLength(pb, cb, cfg)
+					ex := tokenize.Example{PromptIDs: make([]int32, p), CompletionIDs: make([]int32, c)}
+					_, late := Truncate(&ex, cfg)
+					if early != nil && late == nil {
+						t.Fatalf("%s: p=%d c=%d bounds %d %d: rejected early (%v) but fits", policy, p, c, pb, cb, early)
+					}
+					if early != nil && !errors.Is(early, ErrTooLong) {
+						t.Fatalf("early error %v is not ErrTooLong", early)
+					}
+					if pb == p && cb == c && (early == nil) != (late == nil) {
+						t.Fatalf("%s: p=%d c=%d exact bounds: early %v, Truncate %v", policy, p, c, early, late)
+					}
+				}
+			}
+		}
 	}
 }

@@ -101,6 +101,25 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 	return ex
 }
 
+// MinTokens is a lower bound on len(m.AppendIDs(nil, segs)) that costs no encoding: one per
+// control segment, and ⌈bytes / MaxPieceBytes⌉ per text segment. ok is false when the
+// text encoder cannot give the bound (the daulet backend).
+func (m *Mistral) MinTokens(segs []Segment) (n int, ok bool) {
+	mp, ok := m.Tok.(interface{ MaxPieceBytes() int })
+	if !ok {
+		return 0, false
+	}
+	b := mp.MaxPieceBytes()
+	for _, s := range segs {
+		if s.Control >= 0 {
+			n++
+		} else {
+			n += (len(s.Text) + b - 1) / b
+		}
+	}
+	return n, true
+}
+
 // AppendIDs appends the ids of segs to dst.
 func (m *Mistral) AppendIDs(dst []int32, segs []Segment) []int32 {
 	for _, s := range segs {

@@ -262,3 +262,53 @@ func TestGroupOf(t *testing.T) {
 		t.Error("word boundaries ignored")
 	}
 }
+
+// TestMinTokensBound: MinTokens never exceeds the real count, on every row of the Nexus KTO
+// file (prompt and completion, real Mistral tokenizer), and is within a small factor of it
+// (a bound that were always 1 would pass the first check and reject nothing).
+func TestMinTokensBound(t *testing.T) {
+	tok := realTokenizer(t)
+	if b := tok.MaxPieceBytes(); b < 4 || b > 64 {
+		t.Fatalf("MaxPieceBytes %d", b)
+	}
+	m, err := NewMistral(tok, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := loader.Open(shared.Path(t, "data", "nexus", "behavior_merged_kto_v1.5_balanced.jsonl"), loader.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var bound, count, rows int
+	for {
+		row, err := r.Read()
+		if err != nil {
+			if _, bad := err.(*loader.RowError); bad {
+				continue
+			}
+			break
+		}
+		rd, err := m.Render(&row)
+		if err != nil {
+			continue
+		}
+		ex := m.Encode(&row, rd)
+		for _, c := range []struct {
+			segs []Segment
+			ids  []int32
+		}{{rd.Prompt, ex.PromptIDs}, {rd.Completion, ex.CompletionIDs}} {
+			n, ok := m.MinTokens(c.segs)
+			if !ok || n > len(c.ids) {
+				t.Fatalf("%s: MinTokens %d (ok %v) > %d tokens", row.Source(), n, ok, len(c.ids))
+			}
+			bound += n
+			count += len(c.ids)
+		}
+		rows++
+	}
+	if rows < 4000 || bound*10 < count {
+		t.Errorf("%d rows: bound %d for %d tokens", rows, bound, count)
+	}
+	t.Logf("%d rows: MinTokens sums to %d, the tokens to %d (%.2f)", rows, bound, count, float64(bound)/float64(count))
+}

@@ -36,6 +36,9 @@ type Tokenizer struct {
 	sum  string
 	spm  atomic.Bool
 	pool *sync.Pool // of *scratch
+
+	maxPieceOnce sync.Once
+	maxPiece     int
 }
 
 // TextEncoder is the part of a tokenizer that renders plain text: *Tokenizer and, with the
@@ -312,6 +315,21 @@ func (t *Tokenizer) BOS() int32 { return t.m.bos }
 
 // EOS is the id of </s>.
 func (t *Tokenizer) EOS() int32 { return t.m.eos }
+
+// MaxPieceBytes is the most input bytes one token can stand for: the longest normal piece,
+// "▁" counting as the one space it encodes (a byte-fallback token is one byte). So text of n
+// bytes takes at least ⌈n / MaxPieceBytes⌉ tokens, a bound that costs no encoding.
+func (t *Tokenizer) MaxPieceBytes() int {
+	t.maxPieceOnce.Do(func() {
+		t.maxPiece = 1
+		for id, p := range t.m.pieces {
+			if t.m.kinds[id] == kindNormal {
+				t.maxPiece = max(t.maxPiece, len(strings.ReplaceAll(p, "▁", " ")))
+			}
+		}
+	})
+	return t.maxPiece
+}
 
 // VocabSize is the number of pieces (32768 for Mistral v0.3).
 func (t *Tokenizer) VocabSize() int { return len(t.m.pieces) }

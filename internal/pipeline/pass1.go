@@ -119,6 +119,15 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 				it.out.other = true
 				return
 			}
+			// A row far over max_len (megabytes of tool calls) is rejected on a bound from its
+			// size, before the tokenizer spends seconds and its ids hundreds of MB on it.
+			if pMin, ok := mistral.MinTokens(rd.Prompt); ok {
+				cMin, _ := mistral.MinTokens(rd.Completion)
+				if err := kto.CheckMinLength(pMin, cMin, cfg.KTO); err != nil {
+					it.err = err
+					return
+				}
+			}
 			ex := mistral.Encode(&it.row, rd)
 			trimmed, err := kto.Truncate(&ex, cfg.KTO)
 			if err != nil {

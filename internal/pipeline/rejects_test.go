@@ -6,10 +6,12 @@ import (
 	"encoding/hex"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/loader"
 )
 
 // TestRejectsChecksummed: the manifest lists rejects.jsonl with its record count, size and
@@ -54,5 +56,30 @@ func TestRejectsChecksummed(t *testing.T) {
 	}
 	if !found {
 		t.Errorf("verify missed a changed byte in rejects.jsonl: %+v", rep.Violations)
+	}
+}
+
+// TestHugeRowRejectedBeforeTokenizing: a row whose text alone proves it cannot fit (2 MB of
+// tool-call arguments against max_len 1024) is rejected too_long with a lower bound ("at
+// least N tokens") rather than a count, between two rows that are written.
+func TestHugeRowRejectedBeforeTokenizing(t *testing.T) {
+	small := `{"conversations":[{"role":"user","content":"What is the weather in Paris?"},{"role":"assistant","content":"Let me check."}],"label":true,"behavior":"b"}`
+	huge := `{"conversations":[{"role":"user","content":"Store this."},{"role":"assistant","content":"","tool_calls":[{"id":"abcdefghi","type":"function","function":{"name":"store","arguments":"{\"blob\": \"` +
+		strings.Repeat("lorem ipsum ", 170_000) + `\"}"}}]}],"label":false,"behavior":"b"}`
+	data := []byte(small + "\n" + huge + "\n" + small + "\n")
+	in := []Input{{Name: "huge.jsonl", Open: func(c loader.Config) (*loader.Reader, error) {
+		return loader.NewReader(bytes.NewReader(data), "huge.jsonl", c)
+	}}}
+	out := filepath.Join(t.TempDir(), "out")
+	m := run(t, Config{Inputs: in, Tokenizer: demoTok(t), Out: out, KTO: kto.Config{MaxLen: 1024}})
+	if c := m.Counts; c.Read != 3 || c.Written != 2 || c.Reasons["too_long"] != 1 {
+		t.Fatalf("counts %+v", c)
+	}
+	rej, err := os.ReadFile(filepath.Join(out, export.RejectsName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Contains(rej, []byte(`"line":2`)) || !bytes.Contains(rej, []byte("at least")) {
+		t.Errorf("rejects.jsonl does not name line 2 with a lower bound: %.300s", rej)
 	}
 }
