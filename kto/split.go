@@ -104,6 +104,31 @@ type groupCount struct{ stratum, n int }
 // stratum smaller than one group's worth of target (frac·n_s below half a group) gets no test
 // examples.
 func PlanSplit(keys []Key, cfg Config) ([]bool, SplitStats, error) {
+	return PlanSplitCarry(keys, cfg, nil)
+}
+
+// StratumKey names a behavior×label stratum.
+type StratumKey struct {
+	Behavior string
+	Label    bool
+}
+
+// SplitCarry is, per stratum, how many test examples earlier splits of the same data set
+// fell short of TestFrac (negative: over). A caller that splits a large set in parts
+// (pipeline's planning partitions) passes it from part to part, so that the rounding of
+// each part's strata, up to half a group per stratum and part, does not add up: a rare
+// behavior with one example per part would otherwise never reach test.
+type SplitCarry map[StratumKey]float64
+
+// Add records a split's outcome: what each stratum was short of TestFrac of its total.
+func (c SplitCarry) Add(st SplitStats) {
+	for _, s := range st.Strata {
+		c[StratumKey{s.Behavior, s.Label}] += st.TestFrac*float64(s.Total) - float64(s.Test)
+	}
+}
+
+// PlanSplitCarry is PlanSplit with each stratum's target raised by carry (nil: none).
+func PlanSplitCarry(keys []Key, cfg Config, carry SplitCarry) ([]bool, SplitStats, error) {
 	cfg, err := cfg.WithDefaults()
 	if err != nil {
 		return nil, SplitStats{}, err
@@ -174,8 +199,8 @@ func PlanSplit(keys []Key, cfg Config) ([]bool, SplitStats, error) {
 			return cmp.Compare(groupKeys[a], groupKeys[b])
 		})
 		target := make([]float64, len(strata))
-		for s := range strata {
-			target[s] = float64(cfg.TestFrac * float64(total[s]))
+		for s, sk := range strata {
+			target[s] = float64(cfg.TestFrac*float64(total[s])) + carry[StratumKey{sk.behavior, sk.label}]
 		}
 		// Change of Σ ((t−T)/n)² when t moves by ±c: c·(c ± 2(t−T))/n². The explicit float64
 		// conversions forbid fused multiply-adds, so every platform decides alike.

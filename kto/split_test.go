@@ -146,3 +146,51 @@ func TestSplitNone(t *testing.T) {
 		}
 	}
 }
+
+// TestSplitCarry splits a set in ten parts whose strata hold one example each: alone, each
+// part rounds every stratum to no test example; carried from part to part, the shortfall
+// makes the whole reach TestFrac of every stratum within one example.
+func TestSplitCarry(t *testing.T) {
+	cfg := Config{TestFrac: 0.2, Seed: 1}
+	behaviors := []string{"a", "b", "c", "d", "e", "f"}
+	carry := SplitCarry{}
+	alone, carried := map[StratumKey]int{}, map[StratumKey]int{}
+	for part := range 10 {
+		var keys []Key
+		for i, b := range behaviors {
+			for _, label := range []bool{true, false} {
+				g := uint64(part*1000 + i*10 + 1)
+				if label {
+					g++
+				}
+				keys = append(keys, Key{Group: g, Hash: g * 7, Label: label, Behavior: b})
+			}
+		}
+		_, st, err := PlanSplit(keys, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range st.Strata {
+			alone[StratumKey{s.Behavior, s.Label}] += s.Test
+		}
+		_, st, err = PlanSplitCarry(keys, cfg, carry)
+		if err != nil {
+			t.Fatal(err)
+		}
+		carry.Add(st)
+		for _, s := range st.Strata {
+			carried[StratumKey{s.Behavior, s.Label}] += s.Test
+		}
+	}
+	for _, b := range behaviors {
+		for _, label := range []bool{true, false} {
+			k := StratumKey{b, label}
+			if alone[k] != 0 {
+				t.Errorf("%v: %d test examples without carry; the test assumes rounding to 0", k, alone[k])
+			}
+			if carried[k] < 1 || carried[k] > 3 { // 0.2 × 10 = 2
+				t.Errorf("%v: %d test examples of 10 with the carry, want 2 ± 1", k, carried[k])
+			}
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 
 	"github.com/ktoloader/ktoloader/export"
@@ -216,19 +217,24 @@ func writePartitioned(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *ke
 		m.Counts.Notes = map[string]int64{}
 	}
 	m.Counts.Notes[NotePlanningPartitions] = int64(len(parts))
-	// The split, partition by partition, once for the statistics; each split's writing
-	// below plans it again (deterministic, and cheaper than keeping the flags).
+	// The split, partition by partition, once for the statistics and each partition's
+	// carry (what earlier partitions owe each stratum); each split's writing below plans it
+	// again with the same carry (deterministic, and cheaper than keeping the flags).
 	var splitStats []kto.SplitStats
+	carries := make([]kto.SplitCarry, len(parts))
+	carry := kto.SplitCarry{}
 	testSeen := false
-	for _, p := range parts {
+	for i, p := range parts {
 		keys, _, err := ks.load(p)
 		if err != nil {
 			return nil, err
 		}
-		_, st, err := kto.PlanSplit(keys, cfg.KTO)
+		carries[i] = maps.Clone(carry)
+		_, st, err := kto.PlanSplitCarry(keys, cfg.KTO, carries[i])
 		if err != nil {
 			return nil, err
 		}
+		carry.Add(st)
 		splitStats = append(splitStats, st)
 		testSeen = testSeen || st.Test > 0
 	}
@@ -239,7 +245,7 @@ func writePartitioned(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *ke
 		splits = append(splits, true)
 	}
 	for _, test := range splits {
-		fi, err := writePartitionedSplit(cfg, kc, sp, rej, ks, parts, test, m)
+		fi, err := writePartitionedSplit(cfg, kc, sp, rej, ks, parts, carries, test, m)
 		files = append(files, fi...)
 		if err != nil {
 			return files, err
@@ -249,7 +255,7 @@ func writePartitioned(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *ke
 }
 
 // writePartitionedSplit writes the train (test false) or test split of a partitioned run.
-func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *keyStore, parts [][2]int, test bool, m *export.Manifest) (files []export.FileInfo, err error) {
+func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *keyStore, parts [][2]int, carries []kto.SplitCarry, test bool, m *export.Manifest) (files []export.FileInfo, err error) {
 	name := "train"
 	if test {
 		name = "test"
@@ -284,12 +290,12 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 	var restKeys []kto.Key
 	var restLocs []loc
 	feedErr := func() error {
-		for _, p := range parts {
+		for i, p := range parts {
 			keys, locs, err := ks.load(p)
 			if err != nil {
 				return err
 			}
-			isTest, _, err := kto.PlanSplit(keys, cfg.KTO)
+			isTest, _, err := kto.PlanSplitCarry(keys, cfg.KTO, carries[i])
 			if err != nil {
 				return err
 			}

@@ -11,8 +11,8 @@ import (
 	"github.com/ktoloader/ktoloader/kto"
 )
 
-// TestPartitionedRun forces partitioned planning on the sample (partitions of 100 examples:
-// keys on disk, two partitions) and checks it against an unpartitioned run of the same
+// TestPartitionedRun forces partitioned planning on the sample (partitions of 40 examples:
+// keys on disk, about five partitions, strata of one or two examples each) and checks it against an unpartitioned run of the same
 // input: the same examples (multiset of ids and label) are written, the counts agree, verify
 // passes (so every batch but each split's last is full and KL pairs hold), no prompt is on
 // both sides of the split, the realized test fraction stays near the asked one, --workers
@@ -32,7 +32,7 @@ func TestPartitionedRun(t *testing.T) {
 	var first map[string][]byte
 	for _, workers := range []int{1, 2} {
 		out := filepath.Join(dir, "parts", string(rune('0'+workers)))
-		m := run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: out, KTO: kc, Workers: workers, PartitionSize: 100})
+		m := run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: out, KTO: kc, Workers: workers, PartitionSize: 40})
 		files := readDir(t, out)
 		for name := range files {
 			if strings.Contains(name, ".tmp-") {
@@ -102,7 +102,11 @@ func TestPartitionedRun(t *testing.T) {
 			}
 		}
 		test, all := len(rows["test"]), len(rows["test"])+len(rows["train"])
-		if frac := float64(test) / float64(all); frac < 0.12 || frac > 0.28 {
+		// Each partition's strata hold one or two examples: without the carry between
+		// partitions (kto.SplitCarry) they all round to no test at all (0.09 measured).
+		frac := float64(test) / float64(all)
+		t.Logf("test fraction %.3f over %d partitions", frac, m.Counts.Notes[NotePlanningPartitions])
+		if frac < 0.15 || frac > 0.25 {
 			t.Errorf("test fraction %.3f, asked 0.2", frac)
 		}
 	}
