@@ -110,11 +110,41 @@ func (a *arrowWriter) close() error {
 // arrowReader reads rows of type T from an Arrow IPC file, one record batch at a time.
 type arrowReader[T any] struct {
 	path string
-	l    *layout
 	r    *ipc.FileReader
 	next int // next record batch
+	rows recordRows[T]
+}
+
+// recordRows turns a sequence of checked record batches (checkRecord) into rows of T: the
+// Arrow IPC reader's and the Parquet reader's (pqarrow) common part.
+type recordRows[T any] struct {
+	l    *layout
+	next func() (arrow.RecordBatch, error) // the next batch, or io.EOF after the last
 	rec  arrow.RecordBatch
 	row  int // next row of rec
+}
+
+// read fills rows from the start and returns how many it filled; io.EOF once no batch is
+// left.
+func (rr *recordRows[T]) read(rows []T) (n int, err error) {
+	for n < len(rows) {
+		if rr.rec == nil || rr.row >= int(rr.rec.NumRows()) {
+			if rr.rec, err = rr.next(); err != nil {
+				rr.rec = nil
+				return n, err
+			}
+			rr.row = 0
+			continue
+		}
+		v := reflect.ValueOf(&rows[n]).Elem()
+		v.SetZero()
+		for i, c := range rr.l.cols {
+			setField(v.Field(c.field), rr.rec.Column(i), c, rr.row)
+		}
+		rr.row++
+		n++
+	}
+	return n, nil
 }
 
 func openArrow[T any](path string, ra ipc.ReadAtSeeker, l *layout) (ar *arrowReader[T], err error) {
@@ -138,7 +168,22 @@ func openArrow[T any](path string, ra ipc.ReadAtSeeker, l *layout) (ar *arrowRea
 		r.Close()
 		return nil, &FileError{Path: path, Err: fmt.Errorf("%w: %s: %s", ErrSchema, l.typ, d)}
 	}
-	return &arrowReader[T]{path: path, l: l, r: r}, nil
+	ar = &arrowReader[T]{path: path, r: r}
+	ar.rows = recordRows[T]{l: l, next: func() (arrow.RecordBatch, error) {
+		if ar.next >= ar.r.NumRecords() {
+			return nil, io.EOF
+		}
+		rec, err := ar.r.RecordBatch(ar.next)
+		if err != nil {
+			return nil, corruptf(path, "arrow record batch %d: %v", ar.next, err)
+		}
+		ar.next++
+		if err := checkRecord(rec, l); err != nil {
+			return nil, corruptf(path, "arrow record batch %d: %v", ar.next-1, err)
+		}
+		return rec, nil
+	}}
+	return ar, nil
 }
 
 func columnTypes(l *layout) []ColumnType {
@@ -155,31 +200,7 @@ func (ar *arrowReader[T]) read(rows []T) (n int, err error) {
 			err = corruptf(ar.path, "arrow record batch %d: %v", ar.next-1, p)
 		}
 	}()
-	for n < len(rows) {
-		if ar.rec == nil || ar.row >= int(ar.rec.NumRows()) {
-			if ar.next >= ar.r.NumRecords() {
-				return n, io.EOF
-			}
-			rec, err := ar.r.RecordBatch(ar.next)
-			if err != nil {
-				return n, corruptf(ar.path, "arrow record batch %d: %v", ar.next, err)
-			}
-			ar.next++
-			if err := checkRecord(rec, ar.l); err != nil {
-				return n, corruptf(ar.path, "arrow record batch %d: %v", ar.next-1, err)
-			}
-			ar.rec, ar.row = rec, 0
-			continue
-		}
-		v := reflect.ValueOf(&rows[n]).Elem()
-		v.SetZero()
-		for i, c := range ar.l.cols {
-			setField(v.Field(c.field), ar.rec.Column(i), c, ar.row)
-		}
-		ar.row++
-		n++
-	}
-	return n, nil
+	return ar.rows.read(rows)
 }
 
 // checkRecord validates what setField relies on, so that a corrupted offset buffer is an
@@ -265,6 +286,6 @@ func setField(f reflect.Value, col arrow.Array, c column, row int) {
 }
 
 func (ar *arrowReader[T]) close() error {
-	ar.rec = nil
+	ar.rows.rec = nil
 	return ar.r.Close()
 }

@@ -6,8 +6,6 @@ import (
 
 	"github.com/parquet-go/parquet-go"
 	"github.com/parquet-go/parquet-go/compress/zstd"
-
-	"github.com/ktoloader/ktoloader/kto"
 )
 
 // packedDelta is kto.PackedRow with its run-structured columns encoded as DELTA_BINARY_PACKED
@@ -71,33 +69,18 @@ func BenchmarkPackedEncoding(b *testing.B) {
 		b.ReportMetric(float64(len(rows)*b.N)/b.Elapsed().Seconds(), "rows/s")
 		b.ReportMetric(float64(cw.n)/float64(len(rows)), "bytes/row")
 	}
-	b.Run("plain", func(b *testing.B) {
-		run(b, func(w io.Writer) error {
-			pw := parquet.NewGenericWriter[kto.PackedRow](w, parquet.Compression(codec), parquet.MaxRowsPerRowGroup(DefaultRowGroupRows))
-			if _, err := pw.Write(rows); err != nil {
-				return err
-			}
-			return pw.Close()
-		})
-	})
-	b.Run("delta", func(b *testing.B) {
-		run(b, func(w io.Writer) error {
-			pw := parquet.NewGenericWriter[packedDelta](w, parquet.Compression(codec), parquet.MaxRowsPerRowGroup(DefaultRowGroupRows))
-			if _, err := pw.Write(delta); err != nil {
-				return err
-			}
-			return pw.Close()
-		})
-	})
-	b.Run("delta-all", func(b *testing.B) {
-		run(b, func(w io.Writer) error {
-			pw := parquet.NewGenericWriter[packedDeltaAll](w, parquet.Compression(codec), parquet.MaxRowsPerRowGroup(DefaultRowGroupRows))
-			if _, err := pw.Write(deltaAll); err != nil {
-				return err
-			}
-			return pw.Close()
-		})
-	})
+	b.Run("plain", func(b *testing.B) { run(b, func(w io.Writer) error { return writeParquet(w, codec, rows) }) })
+	b.Run("delta", func(b *testing.B) { run(b, func(w io.Writer) error { return writeParquet(w, codec, delta) }) })
+	b.Run("delta-all", func(b *testing.B) { run(b, func(w io.Writer) error { return writeParquet(w, codec, deltaAll) }) })
+}
+
+// writeParquet writes rows as one Parquet file with ShardWriter's row groups and codec.
+func writeParquet[T any](w io.Writer, codec *zstd.Codec, rows []T) error {
+	pw := parquet.NewGenericWriter[T](w, parquet.Compression(codec), parquet.MaxRowsPerRowGroup(DefaultRowGroupRows))
+	if _, err := pw.Write(rows); err != nil {
+		return err
+	}
+	return pw.Close()
 }
 
 type countWriter struct{ n int64 }

@@ -7,7 +7,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"reflect"
 
 	"github.com/apache/arrow-go/v18/arrow"
 	"github.com/apache/arrow-go/v18/arrow/memory"
@@ -23,11 +22,10 @@ import (
 type Reader[T any] struct {
 	path string
 	f    *os.File
-	l    *layout
 	pf   *file.Reader         // Parquet, decoded by arrow's reader (pqarrow)
 	rr   pqarrow.RecordReader // its record batches
-	rec  arrow.RecordBatch    // the current one
-	row  int                  // next row of rec
+	rec  arrow.RecordBatch    // the one being read, retained until the next
+	pq   recordRows[T]        // rows from rr's batches
 	rows int64                // the footer's row count (Parquet)
 	read int64                // rows returned so far (Parquet)
 	ar   *arrowReader[T]
@@ -109,7 +107,24 @@ func (r *Reader[T]) openParquet(l *layout) (err error) {
 	if r.rr, err = fr.GetRecordReader(context.Background(), nil, nil); err != nil {
 		return corruptf(r.path, "parquet: %v", err)
 	}
-	r.l = l
+	r.pq = recordRows[T]{l: l, next: func() (arrow.RecordBatch, error) {
+		if r.rec != nil {
+			r.rec.Release()
+			r.rec = nil
+		}
+		if !r.rr.Next() {
+			if err := r.rr.Err(); err != nil && !errors.Is(err, io.EOF) {
+				return nil, corruptf(r.path, "parquet: %v", err)
+			}
+			return nil, io.EOF
+		}
+		r.rec = r.rr.RecordBatch()
+		r.rec.Retain()
+		if err := checkRecord(r.rec, l); err != nil {
+			return nil, corruptf(r.path, "parquet: %v", err)
+		}
+		return r.rec, nil
+	}}
 	return nil
 }
 
@@ -128,37 +143,11 @@ func (r *Reader[T]) Read(rows []T) (n int, err error) {
 			n, err = 0, corruptf(r.path, "parquet: %v", p)
 		}
 	}()
-	for n < len(rows) {
-		if r.rec == nil || r.row >= int(r.rec.NumRows()) {
-			if r.rec != nil {
-				r.rec.Release()
-				r.rec = nil
-			}
-			if !r.rr.Next() {
-				if rerr := r.rr.Err(); rerr != nil && !errors.Is(rerr, io.EOF) {
-					return n, corruptf(r.path, "parquet: %v", rerr)
-				}
-				err = io.EOF
-				break
-			}
-			rec := r.rr.RecordBatch()
-			rec.Retain()
-			if cerr := checkRecord(rec, r.l); cerr != nil {
-				rec.Release()
-				return n, corruptf(r.path, "parquet: %v", cerr)
-			}
-			r.rec, r.row = rec, 0
-			continue
-		}
-		v := reflect.ValueOf(&rows[n]).Elem()
-		v.SetZero()
-		for i, c := range r.l.cols {
-			setField(v.Field(c.field), r.rec.Column(i), c, r.row)
-		}
-		r.row++
-		n++
-	}
+	n, err = r.pq.read(rows)
 	r.read += int64(n)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return n, err
+	}
 	// A damaged page can end the rows early (or add some) without an error: the footer's
 	// count is the check that nothing was lost.
 	if r.read > r.rows || (errors.Is(err, io.EOF) && r.read != r.rows) {

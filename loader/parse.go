@@ -608,33 +608,7 @@ func fastMessage(v []byte, m *Message) bool {
 		return false
 	}
 	var role, content, name, callID, calls []byte
-	seen := 0
-	if !eachMember(v, func(key, val []byte) bool {
-		var slot *[]byte
-		switch string(key) {
-		case "role":
-			slot = &role
-		case "content":
-			slot = &content
-		case "name":
-			slot = &name
-		case "tool_call_id":
-			slot = &callID
-		case "tool_calls":
-			slot = &calls
-		default:
-			if bytes.IndexByte(key, '\\') >= 0 {
-				return false // an escaped key might spell one of the above
-			}
-			return true
-		}
-		if *slot != nil {
-			return false // duplicate: let encoding/json's last-one-wins path decide
-		}
-		*slot = val
-		seen++
-		return true
-	}) {
+	if !pickMembers(v, []string{"role", "content", "name", "tool_call_id", "tool_calls"}, &role, &content, &name, &callID, &calls) {
 		return false
 	}
 	var ok bool
@@ -692,24 +666,7 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 		return false
 	}
 	var id, typ, fn []byte
-	if !eachMember(v, func(key, val []byte) bool {
-		var slot *[]byte
-		switch string(key) {
-		case "id":
-			slot = &id
-		case "type":
-			slot = &typ
-		case "function":
-			slot = &fn
-		default:
-			return bytes.IndexByte(key, '\\') < 0
-		}
-		if *slot != nil {
-			return false
-		}
-		*slot = val
-		return true
-	}) {
+	if !pickMembers(v, []string{"id", "type", "function"}, &id, &typ, &fn) {
 		return false
 	}
 	var ok bool
@@ -727,22 +684,7 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 		return false
 	}
 	var name, args []byte
-	if !eachMember(fn, func(key, val []byte) bool {
-		var slot *[]byte
-		switch string(key) {
-		case "name":
-			slot = &name
-		case "arguments":
-			slot = &args
-		default:
-			return bytes.IndexByte(key, '\\') < 0
-		}
-		if *slot != nil {
-			return false
-		}
-		*slot = val
-		return true
-	}) {
+	if !pickMembers(fn, []string{"name", "arguments"}, &name, &args) {
 		return false
 	}
 	if name == nil || isNull(name) {
@@ -916,6 +858,25 @@ func stringEnd(b []byte, i int) int {
 		}
 		j++
 	}
+}
+
+// pickMembers sets *slots[k] to the raw value of the member named names[k] of the valid JSON
+// object obj, leaving absent ones nil. It returns false on a duplicate of a picked name
+// (encoding/json's last-one-wins path decides those) and on an escaped key, which might
+// spell one of the names.
+func pickMembers(obj []byte, names []string, slots ...*[]byte) bool {
+	return eachMember(obj, func(key, val []byte) bool {
+		for k, n := range names {
+			if string(key) == n {
+				if *slots[k] != nil {
+					return false
+				}
+				*slots[k] = val
+				return true
+			}
+		}
+		return bytes.IndexByte(key, '\\') < 0
+	})
 }
 
 // eachMember calls fn with the raw key (between its quotes) and the value of every member

@@ -1,6 +1,8 @@
 package tokenize
 
 import (
+	"errors"
+	"io"
 	"slices"
 	"strings"
 	"sync"
@@ -204,25 +206,35 @@ func firstDiff(a, b []int32) int {
 	return -1
 }
 
-// BenchmarkExample renders and tokenizes the Nexus KTO rows (ids repaired, arguments
-// re-serialized), reporting rows/s and tokens/s.
-func BenchmarkExample(b *testing.B) {
-	r, err := loader.Open(shared.Path(b, "data", "nexus", "behavior_merged_kto_v1.5_balanced.jsonl"), loader.Config{})
+// nexusRows reads the rows of the Nexus KTO file that the loader accepts (skips when
+// ../shared is absent).
+func nexusRows(tb testing.TB) []loader.Row {
+	tb.Helper()
+	r, err := loader.Open(shared.Path(tb, "data", "nexus", "behavior_merged_kto_v1.5_balanced.jsonl"), loader.Config{})
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
+	defer r.Close()
 	var rows []loader.Row
 	for {
 		row, err := r.Read()
-		if err != nil {
-			if _, bad := err.(*loader.RowError); bad {
-				continue
-			}
-			break
+		var re *loader.RowError
+		switch {
+		case errors.As(err, &re):
+			continue
+		case errors.Is(err, io.EOF):
+			return rows
+		case err != nil:
+			tb.Fatal(err)
 		}
 		rows = append(rows, row)
 	}
-	r.Close()
+}
+
+// BenchmarkExample renders and tokenizes the Nexus KTO rows (ids repaired, arguments
+// re-serialized), reporting rows/s and tokens/s.
+func BenchmarkExample(b *testing.B) {
+	rows := nexusRows(b)
 	tok, err := Load(shared.Path(b, "tokenizers", "mistral-7b-v0.3"))
 	if err != nil {
 		b.Fatal(err)
@@ -275,20 +287,8 @@ func TestMinTokensBound(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, err := loader.Open(shared.Path(t, "data", "nexus", "behavior_merged_kto_v1.5_balanced.jsonl"), loader.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
 	var bound, count, rows int
-	for {
-		row, err := r.Read()
-		if err != nil {
-			if _, bad := err.(*loader.RowError); bad {
-				continue
-			}
-			break
-		}
+	for _, row := range nexusRows(t) {
 		rd, err := m.Render(&row)
 		if err != nil {
 			continue

@@ -2,31 +2,13 @@ package tokenize
 
 import (
 	"testing"
-
-	"github.com/ktoloader/ktoloader/internal/shared"
-	"github.com/ktoloader/ktoloader/loader"
 )
 
 // BenchmarkRender renders the Nexus KTO rows with the chat template (ids repaired, arguments
 // re-serialized as Python does) without tokenizing: the template's share of BenchmarkExample.
 // Reports rows/s and rendered MB/s.
 func BenchmarkRender(b *testing.B) {
-	r, err := loader.Open(shared.Path(b, "data", "nexus", "behavior_merged_kto_v1.5_balanced.jsonl"), loader.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	var rows []loader.Row
-	for {
-		row, err := r.Read()
-		if err != nil {
-			if _, bad := err.(*loader.RowError); bad {
-				continue
-			}
-			break
-		}
-		rows = append(rows, row)
-	}
-	r.Close()
+	rows := nexusRows(b)
 	rd, err := newRenderer(Options{})
 	if err != nil {
 		b.Fatal(err)

@@ -246,9 +246,7 @@ func runConfig(m *export.Manifest) (kto.Config, export.WriterOptions, error) {
 // mergeSplitStats merges the inputs' kto.SplitStats: counts add up, strata by behavior and
 // label.
 func mergeSplitStats(runs []shardRun) (any, error) {
-	var out kto.SplitStats
-	strata := map[[2]string]*kto.Stratum{}
-	found := false
+	var parts []kto.SplitStats
 	for _, r := range runs {
 		if r.m.Split == nil {
 			continue
@@ -261,48 +259,12 @@ func mergeSplitStats(runs []shardRun) (any, error) {
 		if err := json.Unmarshal(b, &s); err != nil {
 			return nil, fmt.Errorf("%s: split: %w", r.dir, err)
 		}
-		found = true
-		out.TestFrac = s.TestFrac
-		out.Groups += s.Groups
-		out.TestGroups += s.TestGroups
-		out.Train += s.Train
-		out.Test += s.Test
-		for _, st := range s.Strata {
-			k := [2]string{st.Behavior, strconv.FormatBool(st.Label)}
-			if strata[k] == nil {
-				strata[k] = &kto.Stratum{Behavior: st.Behavior, Label: st.Label}
-			}
-			strata[k].Total += st.Total
-			strata[k].Test += st.Test
-		}
+		parts = append(parts, s)
 	}
-	if !found {
+	if parts == nil {
 		return nil, nil
 	}
-	for _, st := range strata {
-		if st.Total > 0 {
-			st.TestFrac = float64(st.Test) / float64(st.Total)
-		}
-		out.Strata = append(out.Strata, *st)
-	}
-	sortStrata(out.Strata)
-	return out, nil
-}
-
-// sortStrata puts strata in kto.PlanSplit's report order: by behavior, desirable first.
-func sortStrata(strata []kto.Stratum) {
-	slices.SortFunc(strata, func(a, b kto.Stratum) int {
-		if c := cmp.Compare(a.Behavior, b.Behavior); c != 0 {
-			return c
-		}
-		if a.Label == b.Label {
-			return 0
-		}
-		if a.Label {
-			return -1
-		}
-		return 1
-	})
+	return sumSplitStats(parts), nil
 }
 
 // filesOf lists a run's files of one kind and split in shard order; primary only keeps the
@@ -389,17 +351,7 @@ func (c *batchCounter) close() {
 			c.info.KLTruncated++
 		}
 	}
-	c.info.Examples += int64(n)
-	c.info.Desirable += int64(d)
-	c.info.Undesirable += int64(n - d)
-	c.info.Batches++
-	c.info.LastBatch = int64(n)
-	if d == 0 {
-		c.info.NoDesirable++
-	}
-	if d == n {
-		c.info.NoUndesirable++
-	}
+	countBatch(&c.info, n, d)
 	clear(c.cur)
 	c.cur = c.cur[:0]
 }

@@ -2,16 +2,17 @@ package pipeline
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"os"
+	"slices"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
-	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -79,15 +80,9 @@ func newKeyStore(dir string) (*keyStore, error) {
 	return ks, nil
 }
 
-// bucketOf places a group: the top bits of the SplitMix64 finalizer of the group hash (shards
-// of a sharded run use the hash modulo their count, so every bucket is used in each shard).
-func bucketOf(group uint64) int {
-	z := group + 0x9e3779b97f4a7c15
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return int(z >> 56)
-}
+// bucketOf places a group: the top bits of splitMix of the group hash (shards of a sharded
+// run use its low bits, the value modulo their count, so every bucket is used in each shard).
+func bucketOf(group uint64) int { return int(splitMix(group) >> 56) }
 
 func (ks *keyStore) add(k kto.Key, l loc) error {
 	bi, ok := ks.index[k.Behavior]
@@ -182,26 +177,19 @@ func (ks *keyStore) Close() error {
 	return errors.Join(errs...)
 }
 
-// batchCount accumulates a split's export.BatchInfo from the batches as written.
-type batchCount struct{ export.BatchInfo }
-
-func (c *batchCount) add(batch []tokenize.Example) {
-	n, d := len(batch), 0
-	for k := range batch {
-		if batch[k].Label {
-			d++
-		}
-	}
-	c.Examples += int64(n)
-	c.Desirable += int64(d)
-	c.Undesirable += int64(n - d)
-	c.Batches++
-	c.LastBatch = int64(n)
+// countBatch adds one batch of n examples, d of them desirable, to a split's batch
+// statistics (prep's partitioned runs and merge count them from the batches written).
+func countBatch(bi *export.BatchInfo, n, d int) {
+	bi.Examples += int64(n)
+	bi.Desirable += int64(d)
+	bi.Undesirable += int64(n - d)
+	bi.Batches++
+	bi.LastBatch = int64(n)
 	if d == 0 {
-		c.NoDesirable++
+		bi.NoDesirable++
 	}
 	if d == n {
-		c.NoUndesirable++
+		bi.NoUndesirable++
 	}
 }
 
@@ -264,7 +252,7 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 	if err != nil {
 		return nil, err
 	}
-	var count batchCount
+	var count export.BatchInfo
 	next := int64(0) // batch_index
 	feed := func(plan [][]int, locs []loc) (bool, error) {
 		for _, members := range plan {
@@ -276,7 +264,13 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 				}
 				batch[k] = ex
 			}
-			count.add(batch)
+			d := 0
+			for k := range batch {
+				if batch[k].Label {
+					d++
+				}
+			}
+			countBatch(&count, len(batch), d)
 			if !w.feed(batch, next) {
 				return false, nil
 			}
@@ -336,7 +330,8 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 			return err
 		}
 		if bst.Dropped > 0 {
-			if err := rejectDroppedAt(sp, rej, restLocs, plan, m); err != nil {
+			get := func(j int) (tokenize.Example, error) { return sp.GetAt(restLocs[j].off, restLocs[j].n) }
+			if err := rejectDropped(get, rej, len(restLocs), plan, m); err != nil {
 				return err
 			}
 			count.Dropped = int64(bst.Dropped)
@@ -349,38 +344,8 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 	if err != nil {
 		return files, err
 	}
-	w.record(m, count.BatchInfo)
+	w.record(m, count)
 	return files, nil
-}
-
-// rejectDroppedAt is rejectDropped for examples located by loc: those of locs that plan
-// leaves out.
-func rejectDroppedAt(sp *spill, rej *Rejects, locs []loc, plan [][]int, m *export.Manifest) error {
-	in := make([]bool, len(locs))
-	for _, b := range plan {
-		for _, j := range b {
-			in[j] = true
-		}
-	}
-	for j, ok := range in {
-		if ok {
-			continue
-		}
-		ex, err := sp.GetAt(locs[j].off, locs[j].n)
-		if err != nil {
-			return err
-		}
-		file, line := splitSource(ex.Source)
-		re := &loader.RowError{File: file, Line: line, Err: errDropLast,
-			Detail: "left out of the last, partial KTO batch by --drop-last"}
-		m.Counts.Written--
-		m.Counts.Rejected++
-		m.Counts.Reasons[reasonDropLast]++
-		if err := rej.Write(re); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // sumSplitStats adds up the partitions' split statistics (strata by behavior and label, in
@@ -413,4 +378,20 @@ func sumSplitStats(parts []kto.SplitStats) kto.SplitStats {
 	}
 	sortStrata(out.Strata)
 	return out
+}
+
+// sortStrata puts strata in kto.PlanSplit's report order: by behavior, desirable first.
+func sortStrata(strata []kto.Stratum) {
+	slices.SortFunc(strata, func(a, b kto.Stratum) int {
+		if c := cmp.Compare(a.Behavior, b.Behavior); c != 0 {
+			return c
+		}
+		if a.Label == b.Label {
+			return 0
+		}
+		if a.Label {
+			return -1
+		}
+		return 1
+	})
 }

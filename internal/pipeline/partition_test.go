@@ -23,11 +23,7 @@ func TestPartitionedRun(t *testing.T) {
 	dir := t.TempDir()
 	whole := run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: filepath.Join(dir, "whole"), KTO: kc, Workers: 2})
 	want := map[string]int{}
-	for _, rs := range ktoRows(t, filepath.Join(dir, "whole"), whole) {
-		for _, r := range rs {
-			want[rowKey(r)]++
-		}
-	}
+	countRows(t, filepath.Join(dir, "whole"), whole, want, map[string]string{})
 
 	var first map[string][]byte
 	for _, workers := range []int{1, 2} {
@@ -65,17 +61,8 @@ func TestPartitionedRun(t *testing.T) {
 			t.Fatalf("verify: %v %+v", err, rep)
 		}
 		got := map[string]int{}
-		side := map[string]string{}
+		countRows(t, out, m, got, map[string]string{})
 		rows := ktoRows(t, out, m)
-		for split, rs := range rows {
-			for _, r := range rs {
-				got[rowKey(r)]++
-				if s, ok := side[r.Prompt]; ok && s != split {
-					t.Errorf("prompt in both %s and %s: %.60q", s, split, r.Prompt)
-				}
-				side[r.Prompt] = split
-			}
-		}
 		if len(got) != len(want) {
 			t.Errorf("%d distinct examples, unpartitioned run %d", len(got), len(want))
 		}

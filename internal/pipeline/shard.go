@@ -46,10 +46,12 @@ func rawHash(raw []byte) uint64 { return fnvBytes(fnvOffset^0x5a17, raw) }
 
 // shardOf maps a hash to one of n shards. The SplitMix64 finalizer scatters the hash first,
 // so that the low bits FNV leaves correlated do not skew the modulo.
-func shardOf(h uint64, n int) int {
+func shardOf(h uint64, n int) int { return int(splitMix(h) % uint64(n)) }
+
+// splitMix is SplitMix64's step and finalizer: every input bit reaches every output bit.
+func splitMix(h uint64) uint64 {
 	z := h + 0x9e3779b97f4a7c15
 	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
 	z = (z ^ z>>27) * 0x94d049bb133111eb
-	z ^= z >> 31
-	return int(z % uint64(n))
+	return z ^ z>>31
 }

@@ -40,6 +40,21 @@ func rowKey(r kto.KTORow) string {
 	return fmt.Sprint(r.PromptIDs, r.CompletionIDs, r.Label)
 }
 
+// countRows counts the kto/ rows of a finished run into got (by rowKey), and fails when a
+// prompt is on both sides of the split, side holding each prompt's split across calls.
+func countRows(t *testing.T, out string, m *export.Manifest, got map[string]int, side map[string]string) {
+	t.Helper()
+	for split, rs := range ktoRows(t, out, m) {
+		for _, r := range rs {
+			got[rowKey(r)]++
+			if s, ok := side[r.Prompt]; ok && s != split {
+				t.Errorf("prompt in %s and %s: %.80q", s, split, r.Prompt)
+			}
+			side[r.Prompt] = split
+		}
+	}
+}
+
 // TestShardsHoldTheWholeRun: the two halves of --num-shards 2 hold exactly the kto/ rows of
 // one unsharded run (as a multiset of prompt ids, completion ids and label), their counts sum
 // to its counts, each skips exactly the rows the other read, both verify, and no prompt is
@@ -50,11 +65,7 @@ func TestShardsHoldTheWholeRun(t *testing.T) {
 	dir := t.TempDir()
 	whole := run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: filepath.Join(dir, "all"), KTO: kc, Workers: 2})
 	want := map[string]int{}
-	for _, rs := range ktoRows(t, filepath.Join(dir, "all"), whole) {
-		for _, r := range rs {
-			want[rowKey(r)]++
-		}
-	}
+	countRows(t, filepath.Join(dir, "all"), whole, want, map[string]string{})
 
 	got := map[string]int{}
 	side := map[string]string{} // prompt text → split, across both shards
@@ -73,15 +84,7 @@ func TestShardsHoldTheWholeRun(t *testing.T) {
 		if c.Read == 0 || c.Written == 0 {
 			t.Fatalf("shard %d is empty: %+v", i, c)
 		}
-		for split, rs := range ktoRows(t, out, m) {
-			for _, r := range rs {
-				got[rowKey(r)]++
-				if s, ok := side[r.Prompt]; ok && s != split {
-					t.Errorf("prompt in %s and %s: %.80q", s, split, r.Prompt)
-				}
-				side[r.Prompt] = split
-			}
-		}
+		countRows(t, out, m, got, side)
 	}
 	wc := whole.Counts
 	if read[0]+read[1] != wc.Read || written[0]+written[1] != wc.Written || rejected[0]+rejected[1] != wc.Rejected {

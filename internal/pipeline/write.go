@@ -71,7 +71,8 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, part *splitP
 	n := len(part.keys)
 	part.keys = nil
 	if bstats.Dropped > 0 {
-		if err := rejectDropped(sp, rej, part, n, plan, m); err != nil {
+		get := func(j int) (tokenize.Example, error) { return sp.Get(part.spillIndex(j)) }
+		if err := rejectDropped(get, rej, n, plan, m); err != nil {
 			return nil, err
 		}
 	}
@@ -244,8 +245,9 @@ func (w *splitWriter) record(m *export.Manifest, bi export.BatchInfo) {
 
 // rejectDropped accounts for the examples that --drop-last left out of the last, partial KTO
 // batch: they are rejected (reason drop_last, in rejects.jsonl with their source), so that
-// read = written + rejected still holds and nothing vanishes. n is the part's size.
-func rejectDropped(sp *spill, rej *Rejects, part *splitPart, n int, plan [][]int, m *export.Manifest) error {
+// read = written + rejected still holds and nothing vanishes. The planned examples are 0 …
+// n−1; get fetches example j from the spill.
+func rejectDropped(get func(j int) (tokenize.Example, error), rej *Rejects, n int, plan [][]int, m *export.Manifest) error {
 	in := make([]bool, n)
 	for _, b := range plan {
 		for _, j := range b {
@@ -256,7 +258,7 @@ func rejectDropped(sp *spill, rej *Rejects, part *splitPart, n int, plan [][]int
 		if ok {
 			continue
 		}
-		ex, err := sp.Get(part.spillIndex(j))
+		ex, err := get(j)
 		if err != nil {
 			return err
 		}
