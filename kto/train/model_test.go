@@ -118,11 +118,11 @@ func refWeight(ctx *context.Context, scope string) [][]float64 {
 	return out
 }
 
-func matVec(x []float64, w [][]float64) []float64 { // x[in] · w[in][out]
-	out := make([]float64, len(w[0]))
-	for i, xi := range x {
-		for j, wij := range w[i] {
-			out[j] += xi * wij
+func matVec(x []float64, w [][]float64) []float64 { // x[in] · w[out][in]ᵀ, as nn.Linear
+	out := make([]float64, len(w))
+	for j, row := range w {
+		for i, wji := range row {
+			out[j] += x[i] * wji
 		}
 	}
 	return out

@@ -36,7 +36,7 @@ const RefDir = "ref_logps"
 
 // refInitScheme names how InitVariables draws weights; it is part of the cache key, so a
 // change of scheme invalidates cached reference log-probs.
-const refInitScheme = "normal(initializer_range)/pcg(seed,fnv64a(scope))/v1"
+const refInitScheme = "normal(initializer_range)/pcg(seed,fnv64a(scope))/hf-layout/v2"
 
 // RefRow is one row of ref_logps/{split}.parquet: the reference model's summed completion
 // log-prob for one sequence, keyed like the packed rows.
