@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"math"
@@ -205,6 +206,9 @@ func parseHeader(path string, header []byte, dataStart, fileSize int64) (map[str
 			}
 			seenMeta = true
 			if meta, err = decodeMetadata(dec); err != nil {
+				if isSyntax(err) {
+					return nil, nil, jsonErr("", err)
+				}
 				return nil, nil, fail("", ErrHeader, "%s: %v", metadataKey, err)
 			}
 			continue
@@ -215,6 +219,9 @@ func parseHeader(path string, header []byte, dataStart, fileSize int64) (map[str
 		seen[name] = true
 		var raw map[string]any
 		if err := decodeObject(dec, &raw); err != nil {
+			if isSyntax(err) {
+				return nil, nil, jsonErr(name, err)
+			}
 			return nil, nil, fail(name, ErrHeader, "%v", err)
 		}
 		info, sp, err := tensorInfo(raw)
@@ -321,6 +328,7 @@ func decodeMetadata(dec *json.Decoder) (map[string]string, error) {
 		return nil, nil
 	}
 	sub := json.NewDecoder(bytes.NewReader(raw))
+	sub.UseNumber()
 	var m map[string]any
 	if err := decodeObject(sub, &m); err != nil {
 		return nil, err
@@ -432,6 +440,12 @@ func byteSize[T int | int64](dims []T, dt DType) (int64, error) {
 		return 0, fmt.Errorf("shape %v of %s: byte size overflows", dims, dt)
 	}
 	return n * size, nil
+}
+
+// isSyntax tells a malformed JSON text from a well-formed one that breaks the schema.
+func isSyntax(err error) bool {
+	var se *json.SyntaxError
+	return errors.As(err, &se) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)
 }
 
 func jsonKind(v any) string {
