@@ -59,7 +59,7 @@ func TestWriteFileBytes(t *testing.T) {
 				`"a":{"dtype":"BF16","shape":[3],"data_offsets":[24,30]},` +
 				`"z":{"dtype":"U8","shape":[1],"data_offsets":[30,31]}}`,
 			append(append(append(append([]byte{0, 0, 0, 0, 0, 0, 0xf0, 0x3f}, f32Bytes(1.5, -2)...),
-				1, 0, 0, 0, 2, 0, 0, 0), 0x80, 0x3f, 0, 0x40, 0x40, 0x40), 9)},
+				1, 0, 0, 0, 2, 0, 0, 0), 0x80, 0x3f, 0, 0x40, 0x40, 0x40), 9), 0},
 		{"names escaped as serde_json does",
 			[]Tensor{{Name: "q\"\\\n\t\x01\x7fé€😀", DType: U8, Shape: []int{1}, Data: []byte{5}}}, nil,
 			`{"q\"\\\n\t\u0001` + "\x7fé€😀" + `":{"dtype":"U8","shape":[1],"data_offsets":[0,1]}}`, []byte{5}, 0},
