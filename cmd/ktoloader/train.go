@@ -7,9 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/schollz/progressbar/v3"
@@ -29,6 +31,7 @@ type trainFlags struct {
 	logPath      string
 	noBar        bool
 	memLimit     string
+	loraTargets  string
 }
 
 func init() {
@@ -73,7 +76,17 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl := cmd.Flags()
 	o := &f.opts
 	fl.StringVar(&o.DataDir, "data", "", "prep output directory holding kto_packed/ (required)")
-	fl.StringVar(&o.Model, "model", train.TinyPreset, `"tiny", or a Hugging Face config.json (or its directory)`)
+	fl.StringVar(&o.Model, "model", train.TinyPreset, `"tiny", a Hugging Face model directory (config.json + safetensors; config.json alone: random weights), a config.json, or a repo id org/name[@rev]`)
+	fl.BoolVar(&o.Offline, "offline", false, "never download a repo id's files (also HF_HUB_OFFLINE=1)")
+	fl.StringVar(&o.DType, "dtype", train.DTypeFloat32, `"float32" or "bfloat16": frozen weights and matrix products (trainable weights, optimizer, norms and loss stay float32)`)
+	fl.IntVar(&o.LoRA.Rank, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
+	fl.Float64Var(&o.LoRA.Alpha, "lora-alpha", 0, "LoRA α (default: the rank, scaling 1)")
+	fl.Float64Var(&o.LoRA.Dropout, "lora-dropout", 0, "LoRA dropout on the adapter's input (PEFT's lora_dropout)")
+	fl.StringVar(&f.loraTargets, "lora-targets", strings.Join(train.AllLinearTargets, ","), "comma-separated linear modules that get an adapter")
+	fl.BoolVar(&o.LoRA.RSLoRA, "use-rslora", false, "rank-stabilised LoRA: scaling α/√r instead of α/r")
+	fl.StringVar(&o.Adapter, "adapter", "", "start from this PEFT adapter directory (adapter_config.json + adapter_model.safetensors)")
+	fl.StringVar(&o.SaveAdapter, "save-adapter", "", "write the trained LoRA adapter here in PEFT's layout (loadable by PEFT and vLLM)")
+	fl.StringVar(&o.SaveMerged, "save-merged", "", "write the model with the adapter merged in as a Hugging Face model directory")
 	fl.StringVar(&f.lossType, "loss-type", string(train.LossKTO), `"kto" or "apo_zero_unpaired" (TRL's loss_type)`)
 	fl.Float64Var(&o.Loss.Beta, "beta", train.DefaultBeta, "KTO β")
 	fl.Float64Var(&o.Loss.DesirableWeight, "desirable-weight", 0, "weight of desirable losses (default: the manifest's suggestion, else 1)")
@@ -104,6 +117,13 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 
 func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	o := f.opts
+	for name, v := range map[string]float64{"lr": o.LearningRate, "weight-decay": o.WeightDecay,
+		"clip-grad-norm": f.clipGradNorm, "beta": o.Loss.Beta, "lora-alpha": o.LoRA.Alpha, "lora-dropout": o.LoRA.Dropout,
+		"desirable-weight": o.Loss.DesirableWeight, "undesirable-weight": o.Loss.UndesirableWeight} {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return usagef("train: --%s %v: must be a finite number", name, v)
+		}
+	}
 	if o.DataDir == "" {
 		return usagef("train: --data DIR is required")
 	}
@@ -114,6 +134,9 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		return usagef("train: --beta must be > 0")
 	}
 	o.Seed = uint64(f.seed)
+	if o.LoRA.Rank > 0 {
+		o.LoRA.Modules = splitList(f.loraTargets)
+	}
 	o.Loss.Type = train.LossType(f.lossType)
 	o.Ref = train.RefMode(f.ref)
 	o.ClipGradNorm = f.clipGradNorm
@@ -214,7 +237,7 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		_ = bar.Finish()
 	}
 	if err != nil {
-		if errors.Is(err, train.ErrBadOption) || errors.Is(err, train.ErrCheckpointExists) {
+		if errors.Is(err, train.ErrBadOption) || errors.Is(err, train.ErrCheckpointExists) || errors.Is(err, train.ErrCheckpointMismatch) {
 			return usageError{fmt.Errorf("train: %w", err)}
 		}
 		return fmt.Errorf("train: %w", err)
@@ -280,4 +303,15 @@ func printTrainSummary(w io.Writer, s train.Summary) {
 		_ = tw.Append(r)
 	}
 	_ = tw.Render()
+}
+
+// splitList splits a comma-separated flag value, dropping blanks.
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }

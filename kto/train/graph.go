@@ -34,18 +34,21 @@ func seqInputs(in []*graph.Node) SeqInputs {
 		PairKey: in[inPairKey], PairBias: in[inPairBias], LabelPos: in[inLabelPos], Labels: in[inLabels]}
 }
 
-// forwardGraph returns the summed completion log-probs of targets and KL pairs, [B] each.
-func (s *runState) forwardGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
-	target, kl := s.model.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
-	return []*graph.Node{
-		perSlotSum(target, in[inTarget+inSlots], s.shape.BatchSize),
-		perSlotSum(kl, in[inKL+inSlots], s.shape.BatchSize),
+// forwardGraph returns a graph of net's summed completion log-probs of targets and KL
+// pairs, [B] each.
+func (s *runState) forwardGraph(net Net) func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	return func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+		target, kl := net.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
+		return []*graph.Node{
+			perSlotSum(target, in[inTarget+inSlots], s.shape.BatchSize),
+			perSlotSum(kl, in[inKL+inSlots], s.shape.BatchSize),
+		}
 	}
 }
 
 // lossGraph runs the policy and the loss.
 func (s *runState) lossGraph(ctx *context.Context, in []*graph.Node) LossOutputs {
-	logps := s.forwardGraph(ctx, in)
+	logps := s.forwardGraph(s.net)(ctx, in)
 	return s.loss.Build(LossInputs{
 		Policy: logps[0], Ref: in[inRef],
 		// TRL computes the policy's KL-pair log-probs under no_grad; z0 is detached anyway.
@@ -72,6 +75,7 @@ const accumulatorScope = "/grad_accum"
 func (s *runState) stepGraph(apply bool) func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 	return func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 		g := in[0].Graph()
+		ctx.SetTraining(g, true) // LoRA dropout
 		out := s.lossGraph(ctx, in)
 		grads := ctx.BuildTrainableVariablesGradientsGraph(out.Loss)
 		metrics := metricNodes(out)

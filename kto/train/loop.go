@@ -128,7 +128,12 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 	}
 	start := int(optimizers.GetGlobalStep(s.ctx))
 	sum := Summary{Model: s.model, Parameters: s.model.NumParameters(), Loss: s.loss, LearningRate: o.LearningRate,
-		Backend: s.backend.Name(), Ref: o.Ref, CheckpointDir: o.CheckpointDir, StartStep: start}
+		Backend: s.backend.Name(), Ref: o.Ref, CheckpointDir: o.CheckpointDir, StartStep: start,
+		DType: o.DType, Pretrained: s.src.Weights, TrainableParameters: s.model.NumParameters()}
+	if s.net.LoRA.Enabled() {
+		sum.LoRA = &s.net.LoRA
+		sum.TrainableParameters = s.net.LoRA.NumParameters(s.model)
+	}
 
 	if o.OnStart != nil {
 		o.OnStart(start, total)
@@ -221,6 +226,9 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 		}
 	}
 	s.saveRefCaches()
+	if err := s.saveOutputs(&sum); err != nil {
+		return sum, err
+	}
 	if s.test != nil && !sum.Interrupted {
 		s.status("evaluating on the test split")
 		ev, err := s.evaluate()

@@ -10,9 +10,12 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+	"github.com/gomlx/gomlx/pkg/core/dtypes/bfloat16"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
+	"github.com/ktoloader/ktoloader/internal/safetensors"
 )
 
 // ModelConfig is a Mistral decoder's shape: the fields of a Hugging Face config.json for
@@ -107,9 +110,22 @@ func (c ModelConfig) Validate() error {
 	bad := func(field string, v any, why string) error {
 		return fmt.Errorf("%w: %s=%v %s", ErrBadModelConfig, field, v, why)
 	}
+	// Upper bounds far past any real decoder (Mistral 7B: vocab 32768, d 4096, 32 layers)
+	// stop a hostile or mistyped config before it allocates anything.
+	const maxDim, maxLayers, maxVocab = 1 << 17, 4096, 1 << 22
 	switch {
-	case c.VocabSize <= 0:
-		return bad("vocab_size", c.VocabSize, "must be > 0")
+	case c.VocabSize <= 0 || c.VocabSize > maxVocab:
+		return bad("vocab_size", c.VocabSize, fmt.Sprintf("must be in [1, %d]", maxVocab))
+	case c.HiddenSize > maxDim:
+		return bad("hidden_size", c.HiddenSize, fmt.Sprintf("must be ≤ %d", maxDim))
+	case c.IntermediateSize > 8*maxDim:
+		return bad("intermediate_size", c.IntermediateSize, fmt.Sprintf("must be ≤ %d", 8*maxDim))
+	case c.NumHiddenLayers > maxLayers:
+		return bad("num_hidden_layers", c.NumHiddenLayers, fmt.Sprintf("must be ≤ %d", maxLayers))
+	case c.NumAttentionHeads > maxDim || c.NumKeyValueHeads > maxDim:
+		return bad("num_attention_heads", c.NumAttentionHeads, fmt.Sprintf("must be ≤ %d", maxDim))
+	case c.HeadDim < 0 || c.HeadDim > maxDim:
+		return bad("head_dim", c.HeadDim, fmt.Sprintf("must be in [0, %d] (0: hidden_size / num_attention_heads)", maxDim))
 	case c.HiddenSize <= 0:
 		return bad("hidden_size", c.HiddenSize, "must be > 0")
 	case c.IntermediateSize <= 0:
@@ -146,7 +162,18 @@ func (c ModelConfig) checkRows(maxLen int) error {
 	return nil
 }
 
-// NumParameters is the number of trainable weights.
+// numParametersF is NumParameters in float64, safe from overflow on any validated config.
+func (c ModelConfig) numParametersF() float64 {
+	d, hd := float64(c.HiddenSize), float64(c.headDim())
+	perLayer := 2*d + d*float64(c.NumAttentionHeads)*hd*2 + d*float64(c.NumKeyValueHeads)*hd*2 + 3*d*float64(c.IntermediateSize)
+	n := float64(c.VocabSize)*d + float64(c.NumHiddenLayers)*perLayer + d
+	if !c.TieWordEmbeddings {
+		n += d * float64(c.VocabSize)
+	}
+	return n
+}
+
+// NumParameters is the number of the model's weights.
 func (c ModelConfig) NumParameters() int {
 	d, hd := c.HiddenSize, c.headDim()
 	perLayer := 2*d + // two RMSNorms
@@ -210,6 +237,12 @@ func (c ModelConfig) variables() []variableSpec {
 // frozen reference built with the same seed is bit-identical to the policy at step 0.
 // Variables that already exist (loaded from a checkpoint) keep their values.
 func (c ModelConfig) InitVariables(ctx *context.Context, seed uint64) {
+	c.initVariables(ctx, seed, dtypes.Float32)
+}
+
+// initVariables is InitVariables with the values rounded to dtype (Float32 or BFloat16):
+// the frozen base of a LoRA run from random weights.
+func (c ModelConfig) initVariables(ctx *context.Context, seed uint64, dtype dtypes.DType) {
 	ctx = ctx.Checked(false)
 	for _, spec := range c.variables() {
 		vctx := ctx.InAbsPath(spec.scope)
@@ -232,6 +265,14 @@ func (c ModelConfig) InitVariables(ctx *context.Context, seed uint64) {
 			for i := range data {
 				data[i] = float32(rng.NormFloat64() * c.InitializerRange)
 			}
+		}
+		if dtype == dtypes.BFloat16 {
+			bf := make([]bfloat16.BFloat16, n)
+			for i, f := range data {
+				bf[i] = bfloat16.FromBits(safetensors.BF16FromFloat32(f))
+			}
+			vctx.VariableWithValue(weightName, tensors.FromFlatDataAndDimensions(bf, spec.dims...))
+			continue
 		}
 		vctx.VariableWithValue(weightName, tensors.FromFlatDataAndDimensions(data, spec.dims...))
 	}

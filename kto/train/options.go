@@ -1,5 +1,12 @@
 package train
 
+import (
+	"fmt"
+	"math"
+
+	"github.com/gomlx/gomlx/pkg/core/dtypes"
+)
+
 // Training defaults. The optimizer ones are Hugging Face TrainingArguments' (AdamW, β =
 // (0.9, 0.999), ε = 1e-8, gradient clipping at norm 1, linear schedule, no weight decay).
 const (
@@ -29,8 +36,22 @@ const (
 // Options configure Run. Zero fields take the defaults.
 type Options struct {
 	DataDir string
-	// Model is TinyPreset (default), a config.json path, or a directory holding config.json.
-	Model        string
+	// Model is TinyPreset (default), a config.json path, a directory holding config.json
+	// (and the weights, when it has them), or a Hugging Face repo id "org/name[@rev]".
+	Model string
+	// Offline never downloads a repo id's files (also $HF_HUB_OFFLINE=1).
+	Offline bool
+	// DType is the dtype of frozen weights and matrix products: "float32" (default) or
+	// "bfloat16". Trainable weights, optimizer state, norms and the loss stay float32.
+	DType string
+	// LoRA trains an adapter (Rank > 0) on the frozen base instead of every weight.
+	LoRA LoRAConfig
+	// Adapter starts from a saved PEFT adapter directory (its config replaces LoRA's).
+	Adapter string
+	// SaveAdapter and SaveMerged, when set, receive the trained adapter (PEFT layout) and
+	// the merged model (Hugging Face layout, in the base weights' dtype) at the end.
+	SaveAdapter  string
+	SaveMerged   string
 	Loss         LossConfig // zero weights: the manifest's suggestion, else 1
 	LearningRate float64
 	Scheduler    string
@@ -60,4 +81,98 @@ type Options struct {
 	OnStart  func(startStep, totalSteps int)
 	OnStep   func(StepMetrics)
 	OnStatus func(string)
+}
+
+// DType names accepted by Options.DType.
+const (
+	DTypeFloat32  = "float32"
+	DTypeBFloat16 = "bfloat16"
+)
+
+// withDefaults fills the zero fields that have a default known without the data.
+func (o *Options) withDefaults() {
+	if o.GradAccum == 0 {
+		o.GradAccum = 1
+	}
+	if o.Epochs == 0 {
+		o.Epochs = DefaultEpochs
+	}
+	if o.Seed == 0 {
+		o.Seed = DefaultSeed
+	}
+	if o.Ref == "" {
+		o.Ref = RefPrecomputed
+	}
+	if o.Scheduler == "" {
+		o.Scheduler = SchedulerLinear
+	}
+	if o.KeepCheckpoints == 0 {
+		o.KeepCheckpoints = DefaultKeepCheckpoints
+	}
+	if o.ClipGradNorm == 0 {
+		o.ClipGradNorm = DefaultClipGradNorm
+	}
+	if o.DType == "" {
+		o.DType = DTypeFloat32
+	}
+	o.LoRA = o.LoRA.withDefaults()
+}
+
+// Validate names the flag of the first option that cannot run. NaN and infinities are
+// refused wherever a number is taken: a NaN learning rate would train to NaN with no error
+// until the loss check, a NaN clip norm would silently disable clipping.
+func (o *Options) Validate() error {
+	bad := func(flag string, v any, why string) error {
+		return fmt.Errorf("%w: --%s %v %s", ErrBadOption, flag, v, why)
+	}
+	finite := func(v float64) bool { return !math.IsNaN(v) && !math.IsInf(v, 0) }
+	switch {
+	case o.DataDir == "":
+		return fmt.Errorf("%w: no data directory (--data)", ErrBadOption)
+	case o.GradAccum < 0:
+		return bad("grad-accum", o.GradAccum, "must be ≥ 1")
+	case o.Steps < 0:
+		return bad("steps", o.Steps, "must not be negative")
+	case o.Epochs < 0:
+		return bad("epochs", o.Epochs, "must not be negative")
+	case o.WarmupSteps < 0:
+		return bad("warmup-steps", o.WarmupSteps, "must not be negative")
+	case o.EvalEvery < 0:
+		return bad("eval-every", o.EvalEvery, "must not be negative")
+	case o.CheckpointEvery < 0:
+		return bad("checkpoint-every", o.CheckpointEvery, "must not be negative")
+	case o.KeepCheckpoints < 0:
+		return bad("keep-checkpoints", o.KeepCheckpoints, "must not be negative")
+	case o.Ref != RefPrecomputed && o.Ref != RefLazy && o.Ref != RefOnTheFly:
+		return bad("ref", o.Ref, fmt.Sprintf("(want %q, %q or %q)", RefPrecomputed, RefLazy, RefOnTheFly))
+	case o.Scheduler != SchedulerLinear && o.Scheduler != SchedulerConstant:
+		return bad("lr-scheduler", o.Scheduler, fmt.Sprintf("(want %q or %q)", SchedulerLinear, SchedulerConstant))
+	case !finite(o.LearningRate) || o.LearningRate < 0:
+		return bad("lr", o.LearningRate, "must be a finite number ≥ 0")
+	case !finite(o.WeightDecay) || o.WeightDecay < 0:
+		return bad("weight-decay", o.WeightDecay, "must be a finite number ≥ 0")
+	case !finite(o.ClipGradNorm):
+		return bad("clip-grad-norm", o.ClipGradNorm, "must be a finite number")
+	case o.Resume && o.CheckpointDir == "":
+		return fmt.Errorf("%w: --resume needs --checkpoint-dir", ErrBadOption)
+	case o.DType != DTypeFloat32 && o.DType != DTypeBFloat16:
+		return bad("dtype", o.DType, fmt.Sprintf("(want %q or %q)", DTypeFloat32, DTypeBFloat16))
+	case o.Adapter != "" && o.LoRA.Enabled():
+		return fmt.Errorf("%w: --adapter brings its own LoRA config: drop --lora-r", ErrBadOption)
+	case o.SaveAdapter != "" && !o.LoRA.Enabled() && o.Adapter == "":
+		return fmt.Errorf("%w: --save-adapter needs a LoRA run (--lora-r R)", ErrBadOption)
+	}
+	if err := o.LoRA.Validate(); err != nil {
+		return err
+	}
+	// Zero weights are filled from the manifest later; check the rest before reading data.
+	return o.Loss.withDefaults().Validate()
+}
+
+// computeDType is o.DType as a GomlX dtype.
+func (o *Options) computeDType() dtypes.DType {
+	if o.DType == DTypeBFloat16 {
+		return dtypes.BFloat16
+	}
+	return dtypes.Float32
 }

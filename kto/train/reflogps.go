@@ -136,6 +136,10 @@ type refSidecar struct {
 	Model          ModelConfig  `json:"model"`
 	Seed           uint64       `json:"seed"`
 	Init           string       `json:"init"`
+	// Weights fingerprints pretrained weights (weightsFingerprint; "" for random ones drawn
+	// from Seed by Init); DType is the dtype the reference ran in.
+	Weights string `json:"weights,omitempty"`
+	DType   string `json:"dtype,omitempty"`
 	MaxLen         int          `json:"max_len"`
 	BatchSize      int          `json:"batch_size"`
 	Rows           int          `json:"rows"`

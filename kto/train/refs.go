@@ -24,7 +24,7 @@ func (s *runState) openRefCache(split Split, files []string) (*refCache, error) 
 		return nil, err
 	}
 	sc := refSidecar{Split: split, ManifestSHA256: s.manifest.SHA256, Shards: stamps, Model: s.model,
-		Seed: s.opts.Seed, Init: refInitScheme, MaxLen: s.shape.MaxLen, BatchSize: s.shape.BatchSize}
+		Seed: s.opts.Seed, Init: refInitScheme, Weights: s.src.Fingerprint, DType: s.opts.DType, MaxLen: s.shape.MaxLen, BatchSize: s.shape.BatchSize}
 	cached, err := loadRefCache(s.opts.DataDir, sc)
 	if err != nil {
 		return nil, err

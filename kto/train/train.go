@@ -71,12 +71,19 @@ type Summary struct {
 	Eval           *Metrics    `json:"eval,omitempty"`
 	Model          ModelConfig `json:"model"`
 	Parameters     int         `json:"parameters"`
-	Loss           LossConfig  `json:"loss_config"`
-	LearningRate   float64     `json:"learning_rate"`
-	Backend        string      `json:"backend"`
-	Ref            RefMode     `json:"ref"`
-	CheckpointDir  string      `json:"checkpoint_dir,omitempty"`
-	Interrupted    bool        `json:"interrupted,omitempty"`
+	// TrainableParameters: the adapter's in a LoRA run, else Parameters.
+	TrainableParameters int         `json:"trainable_parameters"`
+	Pretrained          bool        `json:"pretrained"`
+	DType               string      `json:"dtype"`
+	LoRA                *LoRAConfig `json:"lora,omitempty"`
+	SavedAdapter        string      `json:"saved_adapter,omitempty"`
+	SavedMerged         string      `json:"saved_merged,omitempty"`
+	Loss                LossConfig  `json:"loss_config"`
+	LearningRate        float64     `json:"learning_rate"`
+	Backend             string      `json:"backend"`
+	Ref                 RefMode     `json:"ref"`
+	CheckpointDir       string      `json:"checkpoint_dir,omitempty"`
+	Interrupted         bool        `json:"interrupted,omitempty"`
 }
 
 // ErrCheckpoint marks a checkpoint directory that cannot be used as asked;
@@ -84,6 +91,8 @@ type Summary struct {
 var (
 	ErrCheckpoint       = errors.New("checkpoint")
 	ErrCheckpointExists = fmt.Errorf("%w: directory already holds checkpoints", ErrCheckpoint)
+	// ErrCheckpointMismatch: --resume on checkpoints of another model, data or settings.
+	ErrCheckpointMismatch = fmt.Errorf("%w: made by another run", ErrCheckpoint)
 )
 
 // runState is everything a run holds.
@@ -93,16 +102,24 @@ type runState struct {
 	backend backends.Backend
 	shape   Shape
 	model   ModelConfig
+	src     ModelSource
+	net     Net // the policy
+	refNet  Net // the reference: the base model (a LoRA run's adapter off)
 	loss    LossConfig
 	ctx     *context.Context
-	refCtx  *context.Context // frozen initial weights
-	ckpt    *checkpoints.Handler
-	lrVar   *context.Variable
-	optim   gradientOptimizer
-	trainEx *shapedExec // apply the update
-	accumEx *shapedExec // accumulate gradients only (GradAccum > 1)
-	evalEx  *shapedExec
-	refEx   *shapedExec
+	// refCtx holds the reference weights: the frozen initial model; in a LoRA run the
+	// policy's own base tensors, shared (sharedRef), never a second copy.
+	refCtx    *context.Context
+	sharedRef bool
+	// baseVars are the frozen base weights of a LoRA run (left out of checkpoints).
+	baseVars []*context.Variable
+	ckpt     *checkpoints.Handler
+	lrVar    *context.Variable
+	optim    gradientOptimizer
+	trainEx  *shapedExec // apply the update
+	accumEx  *shapedExec // accumulate gradients only (GradAccum > 1)
+	evalEx   *shapedExec
+	refEx    *shapedExec
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
@@ -148,44 +165,8 @@ func run(stdctx stdcontext.Context, opts Options) (Summary, error) {
 // reference log-probs.
 func (s *runState) setup() error {
 	o := &s.opts
-	if o.DataDir == "" {
-		return fmt.Errorf("%w: no data directory", ErrBadOption)
-	}
-	if o.GradAccum == 0 {
-		o.GradAccum = 1
-	}
-	if o.Epochs == 0 {
-		o.Epochs = DefaultEpochs
-	}
-	if o.Seed == 0 {
-		o.Seed = DefaultSeed
-	}
-	if o.Ref == "" {
-		o.Ref = RefPrecomputed
-	}
-	if o.Scheduler == "" {
-		o.Scheduler = SchedulerLinear
-	}
-	if o.KeepCheckpoints == 0 {
-		o.KeepCheckpoints = DefaultKeepCheckpoints
-	}
-	if o.ClipGradNorm == 0 {
-		o.ClipGradNorm = DefaultClipGradNorm
-	}
-	switch {
-	case o.GradAccum < 0 || o.Steps < 0 || o.Epochs < 0 || o.WarmupSteps < 0 || o.EvalEvery < 0 || o.CheckpointEvery < 0:
-		return fmt.Errorf("%w: counts must not be negative", ErrBadOption)
-	case o.Ref != RefPrecomputed && o.Ref != RefLazy && o.Ref != RefOnTheFly:
-		return fmt.Errorf("%w: ref %q (want %q, %q or %q)", ErrBadOption, o.Ref, RefPrecomputed, RefLazy, RefOnTheFly)
-	case o.Scheduler != SchedulerLinear && o.Scheduler != SchedulerConstant:
-		return fmt.Errorf("%w: scheduler %q (want %q or %q)", ErrBadOption, o.Scheduler, SchedulerLinear, SchedulerConstant)
-	case o.LearningRate < 0 || o.WeightDecay < 0:
-		return fmt.Errorf("%w: learning rate and weight decay must not be negative", ErrBadOption)
-	case o.Resume && o.CheckpointDir == "":
-		return fmt.Errorf("%w: --resume needs a checkpoint directory", ErrBadOption)
-	}
-	// Zero weights are filled from the manifest below; check the rest before reading data.
-	if err := o.Loss.withDefaults().Validate(); err != nil {
+	o.withDefaults()
+	if err := o.Validate(); err != nil {
 		return err
 	}
 
@@ -233,14 +214,15 @@ func (s *runState) setup() error {
 		s.shape.BatchSize = int(stats.MaxExample) + 1
 	}
 
-	if err := s.resolveModel(int(stats.MaxTokenID)); err != nil {
+	vocab := s.manifest.VocabSize
+	if vocab == 0 {
+		vocab = int(stats.MaxTokenID) + 1
+	}
+	if s.src, err = ResolveModel(o.Model, vocab, s.shape.MaxLen, o.Offline, s.status); err != nil {
 		return err
 	}
-	s.shape.VocabSize = s.model.VocabSize
-	if int(stats.MaxTokenID) >= s.model.VocabSize {
-		return fmt.Errorf("%w: token id %d in the data, vocab_size %d", ErrBadModelConfig, stats.MaxTokenID, s.model.VocabSize)
-	}
-	if err := s.model.checkRows(s.shape.MaxLen); err != nil {
+	s.model = s.src.Config
+	if err := s.checkModelFits(int(stats.MaxTokenID)); err != nil {
 		return err
 	}
 
@@ -268,22 +250,22 @@ func (s *runState) setup() error {
 	installDotGeneralVJP()
 
 	s.ctx = context.New()
+	if err := s.ctx.SetRNGStateFromSeed(int64(o.Seed)); err != nil {
+		return err
+	}
 	if o.CheckpointDir != "" {
 		if err := s.openCheckpoints(); err != nil {
 			return err
 		}
 	}
-	s.model.InitVariables(s.ctx, o.Seed)
+	if err := s.buildModel(); err != nil {
+		return err
+	}
 	s.lrVar = optimizers.LearningRateVar(s.ctx, dtypes.Float32, o.LearningRate)
 	s.optim = optimizers.Adam().LearningRate(o.LearningRate).Betas(adamBeta1, adamBeta2).
 		Epsilon(adamEpsilon).WeightDecay(o.WeightDecay).Done().(gradientOptimizer)
-
-	// The reference is the initial model, rebuilt from the seed: on resume the policy's
-	// weights have moved, and the same seed gives bit-identical initial weights.
-	s.refCtx = context.New()
-	s.model.InitVariables(s.refCtx, o.Seed)
-	for v := range s.refCtx.IterVariables() {
-		v.SetTrainable(false)
+	if err := s.buildReference(); err != nil {
+		return err
 	}
 	s.blockSize = defaultBlockSize
 	if _, cpu := s.backend.(*simplego.Backend); !cpu {
@@ -292,7 +274,7 @@ func (s *runState) setup() error {
 			return err
 		}
 	}
-	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph)
+	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph(s.refNet))
 	s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true))
 	if o.GradAccum > 1 {
 		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
@@ -349,7 +331,9 @@ func (s *runState) precomputeRefs() error {
 	s.saveRefCaches()
 	s.refEx.finalize()
 	s.refEx = nil
-	s.refCtx.Finalize()
+	if !s.sharedRef {
+		s.refCtx.Finalize()
+	}
 	s.refCtx = nil
 	return nil
 }

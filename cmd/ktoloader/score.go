@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/ktoloader/ktoloader/kto/train"
+)
+
+func init() {
+	var (
+		o      train.ScoreOptions
+		split  string
+		seed   int64
+		asJSON bool
+		out    string
+	)
+	cmd := &cobra.Command{
+		Use:   "score --data DIR --model M [--adapter DIR] [--split S] [--json | --out FILE]",
+		Short: "Completion log-probs of every example of a split (and of its KL pair) under a model",
+		Long: `score runs the model (plus a PEFT adapter, when given) over DIR/kto_packed/{split}-*.parquet
+and gives, per example, the summed log-prob of its completion and of its KL pair: rows
+{batch_index, segment_example, kl, logp}, the columns of DIR/ref_logps/. Use it to score a
+trained adapter on the test split, or to compute reference log-probs once on a GPU box.
+
+--model and --dtype mean what they mean for train (a directory with safetensors, a repo id,
+a config.json for random weights from --seed, or tiny). Output: --out FILE writes Parquet
+(ref_logps schema), --json (default when no --out) one JSON object per row on stdout.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if o.DataDir == "" {
+				return usagef("score: --data DIR is required")
+			}
+			if seed <= 0 {
+				return usagef("score: --seed must be > 0")
+			}
+			o.Split, o.Seed = train.Split(split), uint64(seed)
+			o.OnStatus = func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "score:", s) }
+			rows, err := train.Score(o)
+			if err != nil {
+				if isUsage(err) {
+					return usageError{fmt.Errorf("score: %w", err)}
+				}
+				return fmt.Errorf("score: %w", err)
+			}
+			if out != "" {
+				if err := train.WriteRefRows(out, rows); err != nil {
+					return fmt.Errorf("score: %w", err)
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "score: %d rows written to %s\n", len(rows), out)
+				if !asJSON {
+					return nil
+				}
+			}
+			w := bufio.NewWriter(cmd.OutOrStdout())
+			enc := json.NewEncoder(w)
+			for _, r := range rows {
+				if err := enc.Encode(map[string]any{"batch_index": r.BatchIndex, "segment_example": r.SegmentExample, "kl": r.KL, "logp": r.LogP}); err != nil {
+					return err
+				}
+			}
+			return w.Flush()
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&o.DataDir, "data", "", "prep output directory holding kto_packed/ (required)")
+	fl.StringVar(&o.Model, "model", train.TinyPreset, "model: directory, repo id, config.json or tiny (as for train)")
+	fl.StringVar(&o.Adapter, "adapter", "", "PEFT adapter directory to apply")
+	fl.StringVar(&split, "split", string(train.SplitTrain), `"train" or "test"`)
+	fl.StringVar(&o.DType, "dtype", train.DTypeFloat32, `"float32" or "bfloat16"`)
+	fl.StringVar(&o.Backend, "backend", "", `GomlX backend (as for train)`)
+	fl.BoolVar(&o.Offline, "offline", false, "never download a repo id's files")
+	fl.Int64Var(&seed, "seed", train.DefaultSeed, "seed of random weights (a model without safetensors)")
+	fl.BoolVar(&asJSON, "json", false, "JSON lines on stdout (the default without --out)")
+	fl.StringVar(&out, "out", "", "write Parquet rows (ref_logps schema) to FILE")
+	rootCmd.AddCommand(cmd)
+}
+
+// isUsage reports errors that are the caller's to fix (exit 2).
+func isUsage(err error) bool {
+	return errors.Is(err, train.ErrBadOption)
+}
