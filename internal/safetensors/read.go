@@ -32,7 +32,8 @@ type Info struct {
 }
 
 // File is an open, fully validated safetensors file. Its tensors' data are views of a
-// read-only mapping of the file, valid until Close; writing into them faults.
+// read-only mapping of the file, valid until Close; writing into them faults. Info, Tensors
+// and Data may be called from several goroutines at once; Close may not overlap them.
 type File struct {
 	Path     string
 	Metadata map[string]string // the header's __metadata__; nil when absent
