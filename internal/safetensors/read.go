@@ -305,7 +305,10 @@ func decodeObject(dec *json.Decoder, m *map[string]any) error {
 		if err != nil {
 			return err
 		}
-		key := tok.(string) // the decoder only yields strings as object keys
+		key, ok := tok.(string)
+		if !ok {
+			return fmt.Errorf("expected a key, found %v", tok)
+		}
 		if _, dup := (*m)[key]; dup {
 			return fmt.Errorf("duplicate key %q", key)
 		}
