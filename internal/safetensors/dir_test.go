@@ -264,3 +264,41 @@ func write(t *testing.T, dir, name, content string) {
 		t.Fatal(err)
 	}
 }
+
+// TestOpenDirSymlinkedSnapshot: a Hugging Face cache snapshot holds symlinks into
+// ../../blobs; they are followed.
+func TestOpenDirSymlinkedSnapshot(t *testing.T) {
+	src := shardedDir(t)
+	root := t.TempDir()
+	blobs := filepath.Join(root, "blobs")
+	snap := filepath.Join(root, "snapshots", "abc123")
+	for _, d := range []string{blobs, snap} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	entries, _ := os.ReadDir(src)
+	for i, e := range entries {
+		blob := filepath.Join(blobs, "blob"+string(rune('0'+i)))
+		if err := os.Rename(filepath.Join(src, e.Name()), blob); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(filepath.Join("..", "..", "blobs", filepath.Base(blob)), filepath.Join(snap, e.Name())); err != nil {
+			t.Skip("no symlinks here:", err)
+		}
+	}
+	if !HasWeights(snap) {
+		t.Fatal("HasWeights = false")
+	}
+	d, err := OpenDir(snap)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if got := d.Names(); !reflect.DeepEqual(got, []string{"a", "b", "c"}) {
+		t.Errorf("Names %v", got)
+	}
+	if b, err := d.Data("c"); err != nil || string(b) != "\x02\x03\x04\x05" {
+		t.Errorf("Data(c) = %q, %v", b, err)
+	}
+}

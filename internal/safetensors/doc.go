@@ -19,5 +19,7 @@
 // than taken from github.com/nlpodyssey/safetensors: that library returns untyped errors
 // (a truncated file and trailing bytes are one "metadata incomplete buffer"), cannot report
 // which tensor runs past the end, keeps the last of duplicate tensor names silently (the
-// format forbids duplicates), and has no streaming writer.
+// format forbids duplicates), and refuses the F8 dtypes. Its SerializeToWriter needs each
+// tensor as one byte slice (View.Data), and writes in place rather than atomically; the
+// writer here is this package's own.
 package safetensors

@@ -32,7 +32,8 @@ type Info struct {
 }
 
 // File is an open, fully validated safetensors file. Its tensors' data are views of a
-// read-only mapping of the file, valid until Close; writing into them faults.
+// read-only mapping of the file, valid until Close; writing into them faults. Info, Tensors
+// and Data may be called from several goroutines at once; Close may not overlap them.
 type File struct {
 	Path     string
 	Metadata map[string]string // the header's __metadata__; nil when absent
@@ -304,7 +305,10 @@ func decodeObject(dec *json.Decoder, m *map[string]any) error {
 		if err != nil {
 			return err
 		}
-		key := tok.(string) // the decoder only yields strings as object keys
+		key, ok := tok.(string)
+		if !ok {
+			return fmt.Errorf("expected a key, found %v", tok)
+		}
 		if _, dup := (*m)[key]; dup {
 			return fmt.Errorf("duplicate key %q", key)
 		}
