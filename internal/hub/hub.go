@@ -310,12 +310,12 @@ func IsFile(path string) bool {
 // revision, file and, for downloads, the URL and HTTP status.
 var (
 	ErrBadRepo      = errors.New("not a Hugging Face repo id")
-	ErrNotCached    = errors.New("not in the Hugging Face cache")         // and offline
-	ErrNotFound     = errors.New("not on the Hub")                        // HTTP 404
-	ErrUnauthorized = errors.New("not authorised")                        // HTTP 401/403: gated or private
-	ErrDownload     = errors.New("download failed")                       // network, HTTP status, size, check
-	ErrNoCache      = errors.New("no Hugging Face cache folder")          // nothing to store into
-	ErrIncomplete   = errors.New("model snapshot incomplete")             // offline, files missing
+	ErrNotCached    = errors.New("not in the Hugging Face cache")          // and offline
+	ErrNotFound     = errors.New("not on the Hub")                         // HTTP 404
+	ErrUnauthorized = errors.New("not authorised")                         // HTTP 401/403: gated or private
+	ErrDownload     = errors.New("download failed")                        // network, HTTP status, size, check
+	ErrNoCache      = errors.New("no Hugging Face cache folder")           // nothing to store into
+	ErrIncomplete   = errors.New("model snapshot incomplete")              // offline, files missing
 	ErrBadIndex     = errors.New("malformed model.safetensors.index.json") // bad weight_map
 	ErrNoModel      = errors.New("no Hugging Face model")                  // no config.json, or native weights only
 )
