@@ -3,21 +3,20 @@ package tokenize
 import (
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"net/http"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"time"
 
+	"github.com/ktoloader/ktoloader/internal/hub"
 	"github.com/ktoloader/ktoloader/testdata"
 )
+
+// The Hub client (cache layout, environment, downloads) lives in internal/hub, shared with
+// the model-weights resolver; this file only decides which tokenizer to take.
 
 // How a tokenizer was found (Resolution.Kind).
 const (
@@ -42,7 +41,7 @@ var DefaultRepos = []string{
 }
 
 // DefaultEndpoint is the Hub's base URL; $HF_ENDPOINT overrides it (mirrors, tests).
-const DefaultEndpoint = "https://huggingface.co"
+const DefaultEndpoint = hub.DefaultEndpoint
 
 // DefaultDownloadTimeout bounds one download attempt, connection and body together: an
 // offline machine must reach the demo quickly.
@@ -97,12 +96,13 @@ type Resolution struct {
 // Resolve finds and loads the tokenizer, in the order of DESIGN.md "Commands":
 //
 //  1. spec, when not empty: a tokenizer.json / tokenizer.model file or a directory holding
-//     one; or, when no such path exists, a Hub repo id "org/name", looked up in the Hugging
-//     Face cache and else downloaded.
+//     one; or, when no such path exists, a Hub repo id "org/name[@rev]", looked up in the
+//     Hugging Face cache and else downloaded.
 //  2. $KTOLOADER_TOKENIZER, the same way.
 //  3. The Hugging Face cache ($HF_HUB_CACHE, else $HF_HOME/hub, else
 //     ~/.cache/huggingface/hub): the first of DefaultRepos with a snapshot holding a
-//     tokenizer file (refs/main names the snapshot; without it the first snapshot by name).
+//     tokenizer file (refs/main names the snapshot; without it the first snapshot by name;
+//     a repo named with "@rev" takes only that revision's snapshot).
 //  4. A download of DefaultRepos[0] from the Hub ($HF_ENDPOINT, $HF_TOKEN or the cached token
 //     file), unless offline ($HF_HUB_OFFLINE or Offline), stored in the cache layout.
 //  5. The embedded demo tokenizer (Resolution.Demo), unless NoDemo.
@@ -120,15 +120,15 @@ func Resolve(spec string, opt ResolveOptions) (*Tokenizer, Resolution, error) {
 		return r.named(v, KindEnv)
 	}
 	for _, repo := range DefaultRepos {
-		t, res, found, err := r.fromCache(repo)
+		t, res, found, err := r.fromCache(hub.Repo{ID: repo, Rev: hub.DefaultRevision})
 		if found || err != nil {
 			return t, res, err
 		}
 	}
-	if r.offline {
+	if r.hub.Offline() {
 		r.note("download skipped: offline (HF_HUB_OFFLINE or --offline)")
 	} else {
-		t, res, err := r.download(DefaultRepos[0])
+		t, res, err := r.download(hub.Repo{ID: DefaultRepos[0], Rev: hub.DefaultRevision})
 		if err == nil {
 			return t, res, nil
 		}
@@ -136,7 +136,7 @@ func Resolve(spec string, opt ResolveOptions) (*Tokenizer, Resolution, error) {
 	}
 	if opt.NoDemo {
 		return nil, Resolution{Notes: r.notes}, fmt.Errorf("%w: none given, none in the Hugging Face cache (%s), no download (%s)",
-			ErrTokenizerNotFound, r.cacheDir, strings.Join(r.notes, "; "))
+			ErrTokenizerNotFound, r.hub.CacheDir(), strings.Join(r.notes, "; "))
 	}
 	t, err := LoadModelProto(bytes.NewReader(testdata.DemoTokenizerModel))
 	if err != nil {
@@ -146,11 +146,9 @@ func Resolve(spec string, opt ResolveOptions) (*Tokenizer, Resolution, error) {
 }
 
 type resolver struct {
-	opt      ResolveOptions
-	cacheDir string
-	endpoint string
-	offline  bool
-	notes    []string
+	opt   ResolveOptions
+	hub   *hub.Client
+	notes []string
 }
 
 func (r *resolver) getenv(k string) string {
@@ -165,59 +163,17 @@ func (r *resolver) note(format string, args ...any) {
 }
 
 func (r *resolver) init() {
-	r.cacheDir = r.hubCacheDir()
-	r.endpoint = strings.TrimRight(r.getenv("HF_ENDPOINT"), "/")
-	if r.endpoint == "" {
-		r.endpoint = DefaultEndpoint
+	timeout := r.opt.Timeout
+	if timeout <= 0 {
+		timeout = DefaultDownloadTimeout
 	}
-	r.offline = r.opt.Offline || isTrue(r.getenv("HF_HUB_OFFLINE"))
-}
-
-// hfHome follows huggingface_hub: $HF_HOME, else $XDG_CACHE_HOME/huggingface, else
-// ~/.cache/huggingface.
-func (r *resolver) hfHome() string {
-	if h := r.getenv("HF_HOME"); h != "" {
-		return h
-	}
-	if x := r.getenv("XDG_CACHE_HOME"); x != "" {
-		return filepath.Join(x, "huggingface")
-	}
-	home := r.getenv("HOME")
-	if home == "" && r.opt.Getenv == nil {
-		home, _ = os.UserHomeDir()
-	}
-	if home == "" {
-		return ""
-	}
-	return filepath.Join(home, ".cache", "huggingface")
-}
-
-func (r *resolver) hubCacheDir() string {
-	for _, k := range []string{"HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"} {
-		if d := r.getenv(k); d != "" {
-			return d
-		}
-	}
-	if h := r.hfHome(); h != "" {
-		return filepath.Join(h, "hub")
-	}
-	return ""
-}
-
-// isTrue reads a boolean environment value as huggingface_hub does.
-func isTrue(v string) bool {
-	switch strings.ToLower(strings.TrimSpace(v)) {
-	case "1", "true", "yes", "on":
-		return true
-	}
-	return false
-}
-
-// repoIDPattern is a Hub model id "org/name" (no revision, no nested path).
-var repoIDPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*/[A-Za-z0-9][A-Za-z0-9_.-]*$`)
-
-func isRepoID(s string) bool {
-	return repoIDPattern.MatchString(s) && !strings.Contains(s, "..") && !strings.Contains(s, "--")
+	r.hub = hub.New(hub.Options{
+		Getenv:     r.opt.Getenv,
+		Offline:    r.opt.Offline,
+		HTTPClient: r.opt.HTTPClient,
+		Timeout:    timeout,
+		Context:    r.opt.Context,
+	})
 }
 
 // named resolves a tokenizer the user named: a path when it exists, else a repo id.
@@ -227,6 +183,7 @@ func (r *resolver) named(spec, kind string) (*Tokenizer, Resolution, error) {
 		what = "$" + EnvTokenizer
 	}
 	_, statErr := os.Stat(spec)
+	var repo hub.Repo
 	switch {
 	case statErr == nil:
 		t, err := Load(spec)
@@ -236,280 +193,94 @@ func (r *resolver) named(spec, kind string) (*Tokenizer, Resolution, error) {
 		return t, Resolution{Kind: kind, Source: spec, Path: t.Name()}, nil
 	case !errors.Is(statErr, os.ErrNotExist):
 		return nil, Resolution{}, fmt.Errorf("%s: %w", what, statErr)
-	case !isRepoID(spec):
-		return nil, Resolution{}, fmt.Errorf("%s %s: %w: no such file or directory", what, spec, ErrTokenizerNotFound)
+	default:
+		var err error
+		if repo, err = hub.ParseRepo(spec); err != nil {
+			return nil, Resolution{}, fmt.Errorf("%s %s: %w: no such file or directory", what, spec, ErrTokenizerNotFound)
+		}
 	}
-	t, res, found, err := r.fromCache(spec)
+	t, res, found, err := r.fromCache(repo)
 	if found || err != nil {
 		if err != nil {
 			err = fmt.Errorf("%s %s: %w", what, spec, err)
 		}
 		return t, res, err
 	}
-	if r.offline {
+	if r.hub.Offline() {
 		return nil, Resolution{}, fmt.Errorf("%s %s: %w: no such file, not in the Hugging Face cache (%s), and offline",
-			what, spec, ErrTokenizerNotFound, r.cacheDir)
+			what, spec, ErrTokenizerNotFound, r.hub.CacheDir())
 	}
-	t, res, err = r.download(spec)
+	t, res, err = r.download(repo)
 	if err != nil {
-		return nil, Resolution{}, fmt.Errorf("%s %s: no such file, not in the Hugging Face cache (%s): %w", what, spec, r.cacheDir, err)
+		return nil, Resolution{}, fmt.Errorf("%s %s: no such file, not in the Hugging Face cache (%s): %w", what, spec, r.hub.CacheDir(), err)
 	}
 	return t, res, nil
 }
 
-// repoDir is the cache folder of a model repo: models--org--name.
-func (r *resolver) repoDir(repo string) string {
-	return filepath.Join(r.cacheDir, "models--"+strings.ReplaceAll(repo, "/", "--"))
-}
-
 // fromCache loads repo's tokenizer from the Hugging Face cache. found is false when the cache
 // has no snapshot with a tokenizer file; a file that is there but does not load is an error.
-func (r *resolver) fromCache(repo string) (t *Tokenizer, res Resolution, found bool, err error) {
-	if r.cacheDir == "" {
-		return nil, Resolution{}, false, nil
-	}
-	dir, rev := snapshotDir(r.repoDir(repo))
+func (r *resolver) fromCache(repo hub.Repo) (t *Tokenizer, res Resolution, found bool, err error) {
+	dir, rev := r.hub.Snapshot(repo, hasTokenizerFile)
 	if dir == "" {
 		return nil, Resolution{}, false, nil
 	}
 	t, err = Load(dir)
 	if err != nil {
-		return nil, Resolution{}, true, fmt.Errorf("Hugging Face cache, %s@%s: %w", repo, rev, err)
+		return nil, Resolution{}, true, fmt.Errorf("Hugging Face cache, %s@%s: %w", repo.ID, rev, err)
 	}
 	return t, Resolution{
 		Kind:   KindHFCache,
-		Source: repo + "@" + rev + "/" + filepath.Base(t.Name()),
+		Source: repo.ID + "@" + rev + "/" + filepath.Base(t.Name()),
 		Path:   t.Name(),
 		Notes:  r.notes,
 	}, true, nil
-}
-
-// snapshotDir picks the snapshot of a cached repo: the one refs/main names, else the first by
-// name that holds a tokenizer file. It returns "" when there is none.
-func snapshotDir(repoDir string) (dir, rev string) {
-	snaps := filepath.Join(repoDir, "snapshots")
-	if b, err := os.ReadFile(filepath.Join(repoDir, "refs", "main")); err == nil {
-		rev := strings.TrimSpace(string(b))
-		if safeName(rev) && hasTokenizerFile(filepath.Join(snaps, rev)) {
-			return filepath.Join(snaps, rev), rev
-		}
-	}
-	entries, err := os.ReadDir(snaps) // sorted by name: deterministic
-	if err != nil {
-		return "", ""
-	}
-	for _, e := range entries {
-		if d := filepath.Join(snaps, e.Name()); hasTokenizerFile(d) {
-			return d, e.Name()
-		}
-	}
-	return "", ""
-}
-
-func safeName(s string) bool {
-	return s != "" && s != "." && s != ".." && !strings.ContainsAny(s, `/\`)
 }
 
 // hasTokenizerFile reports whether dir holds a file Load(dir) would read (symlinks into
 // blobs/ followed; a dangling link does not count).
 func hasTokenizerFile(dir string) bool {
 	for _, name := range dirFiles {
-		if st, err := os.Stat(filepath.Join(dir, name)); err == nil && st.Mode().IsRegular() {
+		if hub.IsFile(filepath.Join(dir, name)) {
 			return true
 		}
 	}
 	return false
 }
 
-// download fetches repo's tokenizer.json (else tokenizer.model) from the Hub at revision main,
-// checks that it loads, and stores it in the cache layout
-// (snapshots/<commit>/<file>, refs/main), each file written atomically.
-func (r *resolver) download(repo string) (*Tokenizer, Resolution, error) {
-	ctx := r.opt.Context
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	client := r.opt.HTTPClient
-	if client == nil {
-		timeout := r.opt.Timeout
-		if timeout <= 0 {
-			timeout = DefaultDownloadTimeout
-		}
-		client = &http.Client{
-			Timeout: timeout,
-			Transport: &http.Transport{
-				Proxy:               http.ProxyFromEnvironment,
-				DialContext:         (&net.Dialer{Timeout: 5 * time.Second}).DialContext,
-				TLSHandshakeTimeout: 5 * time.Second,
-			},
-		}
-	}
-	token := r.token()
+// download fetches repo's tokenizer.json (else tokenizer.model) from the Hub, checks that it
+// loads before it enters the cache, and stores it in the cache layout.
+func (r *resolver) download(repo hub.Repo) (*Tokenizer, Resolution, error) {
 	var last error
 	for _, file := range dirFiles {
-		url := r.endpoint + "/" + repo + "/resolve/main/" + file
-		data, commit, status, err := fetch(ctx, client, url, token)
-		if err != nil {
-			return nil, Resolution{}, fmt.Errorf("%w: %s: %w", ErrDownloadFailed, url, err)
-		}
-		switch {
-		case status == http.StatusNotFound:
-			last = fmt.Errorf("%w: %s: HTTP 404", ErrDownloadFailed, url)
-			continue
-		case status == http.StatusUnauthorized || status == http.StatusForbidden:
-			hint := "set HF_TOKEN"
-			if token != "" {
-				hint = "the token has no access; accept the repo's conditions on the Hub"
-			}
-			return nil, Resolution{}, fmt.Errorf("%w: %s: HTTP %d (%s)", ErrDownloadFailed, url, status, hint)
-		case status != http.StatusOK:
-			return nil, Resolution{}, fmt.Errorf("%w: %s: HTTP %d", ErrDownloadFailed, url, status)
-		}
 		parse := LoadHFJSON
 		if file == "tokenizer.model" {
 			parse = LoadModelProto
 		}
-		t, err := parse(bytes.NewReader(data))
-		if err != nil {
-			return nil, Resolution{}, fmt.Errorf("%w: %s: %w", ErrDownloadFailed, url, err)
+		var t *Tokenizer
+		check := func(path string) error {
+			b, err := os.ReadFile(path)
+			if err != nil {
+				return err
+			}
+			t, err = parse(bytes.NewReader(b))
+			return err
 		}
-		if !commitPattern.MatchString(commit) {
-			// A mirror that does not say which commit it served: name the snapshot after
-			// the content, so the cache layout stays valid and a rerun finds it.
-			sum := sha256.Sum256(data)
-			commit = hex.EncodeToString(sum[:])[:40]
+		f, err := r.hub.Download(repo, file, hub.DownloadOptions{MaxBytes: maxDownloadBytes, Check: check})
+		if errors.Is(err, hub.ErrNotFound) {
+			last = fmt.Errorf("%w: %w", ErrDownloadFailed, err)
+			continue
 		}
-		res := Resolution{Kind: KindDownload, Source: repo + "@" + commit + "/" + file, Notes: r.notes}
-		path, err := r.store(repo, commit, file, data)
 		if err != nil {
-			res.Notes = append(res.Notes, "downloaded tokenizer not stored in the cache: "+err.Error())
+			return nil, Resolution{}, fmt.Errorf("%w: %w", ErrDownloadFailed, err)
+		}
+		res := Resolution{Kind: KindDownload, Source: repo.ID + "@" + f.Commit + "/" + file, Notes: r.notes}
+		if f.Path == "" {
+			res.Notes = append(res.Notes, "downloaded tokenizer not stored in the cache: no cache folder (set HF_HUB_CACHE or HF_HOME)")
 		} else {
-			res.Path = path
-			t.name = path
+			res.Path = f.Path
+			t.name = f.Path
 		}
 		return t, res, nil
 	}
 	return nil, Resolution{}, last
-}
-
-var commitPattern = regexp.MustCompile(`^[0-9a-f]{40}$`)
-
-// token is $HF_TOKEN, else the token file huggingface-cli login writes ($HF_TOKEN_PATH, else
-// $HF_HOME/token).
-func (r *resolver) token() string {
-	if t := strings.TrimSpace(r.getenv("HF_TOKEN")); t != "" {
-		return t
-	}
-	p := r.getenv("HF_TOKEN_PATH")
-	if p == "" {
-		if h := r.hfHome(); h != "" {
-			p = filepath.Join(h, "token")
-		}
-	}
-	if p == "" {
-		return ""
-	}
-	b, err := os.ReadFile(p)
-	if err != nil {
-		return ""
-	}
-	return strings.TrimSpace(string(b))
-}
-
-// fetch GETs url. The Hub answers resolve/ with a redirect to its CDN for large files and
-// names the commit in X-Repo-Commit of that first answer, so the header is taken from
-// whichever response in the chain carries it.
-func fetch(ctx context.Context, client *http.Client, url, token string) (data []byte, commit string, status int, err error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, "", 0, err
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	req.Header.Set("User-Agent", "ktoloader")
-	c := *client
-	prev := client.CheckRedirect
-	c.CheckRedirect = func(next *http.Request, via []*http.Request) error {
-		if next.Response != nil && commit == "" {
-			commit = next.Response.Header.Get("X-Repo-Commit")
-		}
-		if prev != nil {
-			return prev(next, via)
-		}
-		if len(via) >= 10 {
-			return errors.New("stopped after 10 redirects")
-		}
-		return nil
-	}
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, "", 0, err
-	}
-	defer resp.Body.Close()
-	if h := resp.Header.Get("X-Repo-Commit"); h != "" {
-		commit = h
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, commit, resp.StatusCode, nil
-	}
-	data, err = io.ReadAll(io.LimitReader(resp.Body, maxDownloadBytes+1))
-	if err != nil {
-		return nil, "", 0, err
-	}
-	if len(data) > maxDownloadBytes {
-		return nil, "", 0, fmt.Errorf("larger than %d bytes", maxDownloadBytes)
-	}
-	return data, commit, resp.StatusCode, nil
-}
-
-// store writes data as snapshots/<commit>/<file> of repo's cache folder and points refs/main
-// at commit. Plain files, not blob symlinks: huggingface_hub reads both.
-func (r *resolver) store(repo, commit, file string, data []byte) (string, error) {
-	if r.cacheDir == "" {
-		return "", errors.New("no cache folder (set HF_HUB_CACHE or HF_HOME)")
-	}
-	dir := r.repoDir(repo)
-	snap := filepath.Join(dir, "snapshots", commit)
-	if err := os.MkdirAll(snap, 0o755); err != nil {
-		return "", err
-	}
-	if err := os.MkdirAll(filepath.Join(dir, "refs"), 0o755); err != nil {
-		return "", err
-	}
-	path := filepath.Join(snap, file)
-	if err := writeAtomic(path, data); err != nil {
-		return "", err
-	}
-	if err := writeAtomic(filepath.Join(dir, "refs", "main"), []byte(commit)); err != nil {
-		return "", err
-	}
-	return path, nil
-}
-
-// writeAtomic writes a temporary file beside path, syncs it and renames it into place, so a
-// crash never leaves a truncated tokenizer that a later run would trust.
-func writeAtomic(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = os.Rename(tmp, path)
-	}
-	if err != nil {
-		os.Remove(tmp)
-	}
-	return err
 }

@@ -154,44 +154,8 @@ func TestResolveNamedErrors(t *testing.T) {
 	}
 }
 
-func TestResolveHFCacheLocations(t *testing.T) {
-	demo := readFile(t, demoModelFile)
-	const rev = "0123456789abcdef0123456789abcdef01234567"
-	for _, tc := range []struct {
-		name  string
-		vars  func(root string) map[string]string
-		cache func(root string) string
-	}{
-		{"HF_HUB_CACHE", func(r string) map[string]string {
-			return map[string]string{"HF_HUB_CACHE": r + "/c", "HF_HOME": r + "/elsewhere", "HOME": r + "/home"}
-		}, func(r string) string { return r + "/c" }},
-		{"HF_HOME", func(r string) map[string]string {
-			return map[string]string{"HF_HOME": r + "/hf", "XDG_CACHE_HOME": r + "/xdg", "HOME": r + "/home"}
-		}, func(r string) string { return r + "/hf/hub" }},
-		{"XDG_CACHE_HOME", func(r string) map[string]string {
-			return map[string]string{"XDG_CACHE_HOME": r + "/xdg", "HOME": r + "/home"}
-		}, func(r string) string { return r + "/xdg/huggingface/hub" }},
-		{"HOME", func(r string) map[string]string {
-			return map[string]string{"HOME": r + "/home"}
-		}, func(r string) string { return r + "/home/.cache/huggingface/hub" }},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			root := t.TempDir()
-			link := cacheSnapshot(t, tc.cache(root), defaultRepo, rev, "tokenizer.model", demo, true)
-			tok, res, err := Resolve("", ResolveOptions{Getenv: env(tc.vars(root)), Offline: true})
-			if err != nil {
-				t.Fatal(err)
-			}
-			want := Resolution{Kind: KindHFCache, Source: defaultRepo + "@" + rev + "/tokenizer.model", Path: link}
-			if res.Kind != want.Kind || res.Source != want.Source || res.Path != want.Path || res.Demo {
-				t.Errorf("resolution = %+v, want %+v", res, want)
-			}
-			if tok.VocabSize() != 4000 {
-				t.Errorf("VocabSize = %d, want the demo model's 4000", tok.VocabSize())
-			}
-		})
-	}
-}
+// The cache folder's resolution ($HF_HUB_CACHE, $HF_HOME/hub, ...) is tested in internal/hub
+// (TestCacheDir); HF_HOME is exercised end to end by TestResolveDownloadTokenizerJSON.
 
 func TestResolveHFCacheSnapshots(t *testing.T) {
 	demo := readFile(t, demoModelFile)
@@ -240,6 +204,30 @@ func TestResolveHFCacheSnapshots(t *testing.T) {
 			if err != nil || res.Kind != KindHFCache || res.Source != "acme/tiny-mistral@eeee/tokenizer.model" {
 				t.Fatalf("spec %q env %v: res %+v, err %v", spec, vars, res, err)
 			}
+		}
+	})
+	t.Run("named repo at a revision", func(t *testing.T) {
+		cache := t.TempDir()
+		cacheSnapshot(t, cache, "acme/tiny-mistral", "eeee", "tokenizer.model", demo, true)
+		cacheSnapshot(t, cache, "acme/tiny-mistral", "ffff", "tokenizer.model", demo, false)
+		dir := filepath.Join(cache, "models--acme--tiny-mistral", "refs")
+		if err := os.WriteFile(filepath.Join(dir, "v2"), []byte("ffff"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for spec, want := range map[string]string{
+			"acme/tiny-mistral":      "acme/tiny-mistral@eeee/tokenizer.model",
+			"acme/tiny-mistral@v2":   "acme/tiny-mistral@ffff/tokenizer.model",
+			"acme/tiny-mistral@main": "acme/tiny-mistral@eeee/tokenizer.model",
+		} {
+			_, res, err := Resolve(spec, ResolveOptions{Getenv: env(map[string]string{"HF_HUB_CACHE": cache}), Offline: true})
+			if err != nil || res.Source != want {
+				t.Errorf("%s: res %+v, err %v; want source %s", spec, res, err, want)
+			}
+		}
+		// A pinned revision the cache does not hold is not replaced by another snapshot.
+		_, _, err := Resolve("acme/tiny-mistral@v3", ResolveOptions{Getenv: env(map[string]string{"HF_HUB_CACHE": cache}), Offline: true})
+		if !errors.Is(err, ErrTokenizerNotFound) {
+			t.Errorf("@v3: err = %v, want ErrTokenizerNotFound", err)
 		}
 	})
 	t.Run("broken cached file is an error", func(t *testing.T) {
