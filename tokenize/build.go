@@ -87,6 +87,8 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 		Group:         GroupOf(r.Messages),
 		RepairedIDs:   r.RepairedIDs,
 		TextWithTools: r.TextWithTools,
+
+		UnpairedResults: r.UnpairedResults,
 	}
 	ex.PromptIDs = make([]int32, 0, len(ex.Prompt)/3+8)
 	ex.PromptAssistant = make([]bool, 0, cap(ex.PromptIDs))

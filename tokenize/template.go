@@ -192,7 +192,26 @@ type Rendering struct {
 
 	RepairedIDs   int  // tool-call ids made to replace ones the template refuses (see RepairIDs)
 	TextWithTools bool // an assistant message holds both non-blank text and tool calls
+	// UnpairedResults counts the tool messages whose tool_call_id no earlier call carries:
+	// the template renders them, but the model learns a result that answers nothing.
+	UnpairedResults int
 }
+
+// Renderer renders rows with fixed options and no tokenizer: the template's checks and
+// segments only (what validate needs). Safe for concurrent use.
+type Renderer struct{ r *renderer }
+
+// NewRenderer returns a Renderer for opt, or opt's first bad field.
+func NewRenderer(opt Options) (*Renderer, error) {
+	r, err := newRenderer(opt)
+	if err != nil {
+		return nil, err
+	}
+	return &Renderer{r: r}, nil
+}
+
+// Render renders row as the package function Render does.
+func (r *Renderer) Render(row *loader.Row) (*Rendering, error) { return r.r.render(row) }
 
 // Render renders row for training: ids repaired, the whole conversation checked by the
 // template's rules, then prompt and completion. Errors are *TemplateError.
@@ -263,6 +282,25 @@ func (r *renderer) render(row *loader.Row) (*Rendering, error) {
 		return nil, tmplErr(msgPath(n-1)+".role", loader.ErrNoFinalAssistant, "the last message is %s", msgs[n-1].Role)
 	}
 	out := &Rendering{}
+	// A tool message without tool_call_id: the template raises ("Tool call IDs should be
+	// alphanumeric strings with length 9!"), and an id made up here would pair the result
+	// with no call. Refused, not repaired.
+	calls := map[string]bool{}
+	for i := range msgs {
+		m := &msgs[i]
+		for j := range m.ToolCalls {
+			calls[m.ToolCalls[j].ID] = true
+		}
+		if !isToolResult(m) {
+			continue
+		}
+		if m.ToolCallID == "" {
+			return nil, tmplErr(msgPath(i)+".tool_call_id", ErrToolCallID, "tool message has no tool_call_id")
+		}
+		if !calls[m.ToolCallID] {
+			out.UnpairedResults++
+		}
+	}
 	out.Messages, out.RepairedIDs = RepairIDs(msgs)
 	c, err := r.prepare(out.Messages, row.Tools)
 	if err != nil {
