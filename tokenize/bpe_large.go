@@ -1,7 +1,7 @@
 package tokenize
 
 // mergeLarge is mergeHeap for chunks of megabytes (a tool result without a single space is
-// one chunk): the same merges in the same order, in about 8 bytes a symbol instead of ~40
+// one chunk): the same merges in the same order, in 6 to 8 bytes a symbol (ids, 16- or 32-bit ranks) instead of ~40
 // (a linked list of 12-byte symbols plus 24-byte heap entries, grown by doubling). A 50 MB
 // chunk cost gigabytes there.
 //
@@ -18,31 +18,35 @@ const (
 )
 
 func (s *scratch) mergeLarge(m *model, dst []int32, ids []int32) []int32 {
-	n := len(ids)
-	ranks := s.ranks[:0]
-	if cap(ranks) < n {
-		ranks = make([]uint32, 0, n)
+	if m.maxRank < 1<<16-1 {
+		return mergeLargeRanks(m, dst, ids, make([]uint16, len(ids)), 1<<16-1)
 	}
-	ranks = ranks[:n]
+	return mergeLargeRanks(m, dst, ids, make([]uint32, len(ids)), noMerge)
+}
+
+// mergeLargeRanks is mergeLarge with ranks of type R (16 bits where the model allows: 2
+// bytes a symbol less); noMerge is R's largest value. ranks is not kept in the scratch: a
+// chunk this size is rare, and the memory goes back to the heap with it.
+func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, ranks []R, noMerge R) []int32 {
+	n := len(ids)
 	for i := 0; i < n; i++ {
 		ranks[i] = noMerge
 		if i+1 < n {
 			if r, ok := m.pairs.get(ids[i], ids[i+1]); ok {
-				ranks[i] = uint32(r.rank)
+				ranks[i] = R(r.rank)
 			}
 		}
 	}
-	s.ranks = ranks
 	blocks := (n + rankBlock - 1) / rankBlock
 	size := 1
 	for size < blocks {
 		size *= 2
 	}
-	tree := make([]uint32, 2*size)
+	tree := make([]R, 2*size)
 	for i := range tree {
 		tree[i] = noMerge
 	}
-	blockMin := func(b int) uint32 {
+	blockMin := func(b int) R {
 		lo, hi := b*rankBlock, min((b+1)*rankBlock, n)
 		v := noMerge
 		for _, r := range ranks[lo:hi] {
@@ -85,10 +89,10 @@ func (s *scratch) mergeLarge(m *model, dst []int32, ids []int32) []int32 {
 		}
 		return i
 	}
-	rankAt := func(i int) uint32 {
+	rankAt := func(i int) R {
 		if j := next(i); j >= 0 {
 			if r, ok := m.pairs.get(ids[i], ids[j]); ok {
-				return uint32(r.rank)
+				return R(r.rank)
 			}
 		}
 		return noMerge

@@ -429,9 +429,9 @@ func (c *conv) apply(n int, b *builder) error {
 				if msgs[0].Content == nil {
 					return tmplErr(msgPath(0)+".content", ErrContentNotString, "system content is null")
 				}
-				b.text(" " + *msgs[0].Content + "\n\n" + *m.Content)
+				b.text(" ", *msgs[0].Content, "\n\n", *m.Content)
 			} else {
-				b.text(" " + *m.Content)
+				b.text(" ", *m.Content)
 			}
 			b.ctrl(EndInstID)
 			continue
@@ -453,7 +453,7 @@ func (c *conv) message(i int, b *builder) error {
 		defer func() { b.cur = false }()
 		if c.r.keep && m.Content != nil {
 			if t := pyStrip(*m.Content); t != "" {
-				b.text(" " + t)
+				b.text(" ", t)
 			}
 		}
 		b.ctrl(ToolCallsID)
@@ -482,7 +482,7 @@ func (c *conv) message(i int, b *builder) error {
 		if m.Content != nil {
 			content = *m.Content
 		}
-		b.text(" " + pyStrip(content))
+		b.text(" ", pyStrip(content))
 		b.ctrl(EOSID)
 		b.cur = false
 	case isToolResult(m):
@@ -495,7 +495,7 @@ func (c *conv) message(i int, b *builder) error {
 			return tmplErr(msgPath(i)+".tool_call_id", ErrToolCallID, "%q has length %d", m.ToolCallID, utf8.RuneCountInString(m.ToolCallID))
 		}
 		b.ctrl(ToolResultsID)
-		b.text(` {"content": ` + content + `, "call_id": "` + m.ToolCallID + `"}`)
+		b.text(` {"content": `, content, `, "call_id": "`, m.ToolCallID, `"}`)
 		b.ctrl(EndToolResultsID)
 	default:
 		return tmplErr(msgPath(i)+".role", ErrUnsupportedRole, "role %q", m.Role)
@@ -619,8 +619,14 @@ func (b *builder) ctrl(id int32) {
 	b.asst = append(b.asst, b.cur)
 }
 
-func (b *builder) text(s string) {
-	if b.discard || s == "" {
+// text adds the concatenation of parts; a discarding builder (checks only) never builds it,
+// which for a tool result of megabytes is a copy saved.
+func (b *builder) text(parts ...string) {
+	if b.discard {
+		return
+	}
+	s := strings.Join(parts, "")
+	if s == "" {
 		return
 	}
 	if n := len(b.segs); n > 0 && b.segs[n-1].Control < 0 && b.asst[n-1] == b.cur {
