@@ -54,9 +54,40 @@ type scratch struct {
 	words   chunkCache // chunks without the dummy prefix
 	firsts  chunkCache // first chunks with the dummy prefix
 	noCache bool       // benchmarks of the bare BPE
+	largeAt int        // tests: merge chunks of this many symbols and more with mergeLarge (0: largeChunk)
 }
 
 func newScratch() *scratch { return &scratch{} }
+
+// large is the chunk size from which mergeLarge merges (tests lower it).
+func (s *scratch) large() int {
+	if s.largeAt > 0 {
+		return s.largeAt
+	}
+	return largeChunk
+}
+
+// keepBytes bounds the working slices a pooled scratch keeps between calls: one huge chunk
+// must not leave its megabytes of symbols parked in the pool, once per worker.
+const keepBytes = 4 << 20
+
+func (s *scratch) shrink() {
+	if cap(s.ids)*4 > keepBytes {
+		s.ids = nil
+	}
+	if cap(s.ranks)*4 > keepBytes {
+		s.ranks = nil
+	}
+	if cap(s.results)*4 > keepBytes {
+		s.results = nil
+	}
+	if cap(s.syms)*12 > keepBytes {
+		s.syms = nil
+	}
+	if cap(s.heap)*24 > keepBytes {
+		s.heap = nil
+	}
+}
 
 // appendText appends the ids of text (spaces as "▁", with a leading "▁" when prefix).
 func (s *scratch) appendText(m *model, dst []int32, text string, prefix bool) []int32 {
@@ -161,6 +192,9 @@ const noMerge = ^uint32(0)
 // bpe appends the ids of one chunk.
 func (s *scratch) bpe(m *model, dst []int32, chunk string, prefix bool) []int32 {
 	ids := s.ids[:0]
+	if need := len(chunk) + 1; cap(ids) < need && need > largeChunk {
+		ids = make([]int32, 0, need) // a byte is at most one symbol: no doubling of megabytes
+	}
 	if prefix {
 		ids = append(ids, m.space)
 	}
@@ -195,6 +229,8 @@ func (s *scratch) bpe(m *model, dst []int32, chunk string, prefix bool) []int32 
 		return append(dst, ids[0])
 	case len(ids) <= smallChunk:
 		return append(dst, s.mergeSmall(m, ids)...)
+	case len(ids) >= s.large():
+		return s.mergeLarge(m, dst, ids)
 	}
 	return s.mergeHeap(m, dst, ids)
 }

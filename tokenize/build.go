@@ -2,8 +2,9 @@ package tokenize
 
 import (
 	"fmt"
-	"strings"
 	"sync"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/ktoloader/ktoloader/loader"
 )
@@ -79,16 +80,17 @@ func (m *Mistral) Example(row *loader.Row) (Example, error) {
 // Encode tokenizes a rendering of row (from m.Render) into an Example.
 func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 	ex := Example{
-		Prompt:        Spell(r.Prompt),
-		Completion:    Spell(r.Completion),
 		Label:         row.Label,
 		Behavior:      row.Behavior,
 		Source:        row.Source(),
 		Group:         GroupOf(r.Messages),
 		RepairedIDs:   r.RepairedIDs,
 		TextWithTools: r.TextWithTools,
+
+		UnpairedResults: r.UnpairedResults,
 	}
-	ex.PromptIDs = make([]int32, 0, len(ex.Prompt)/3+8)
+	// The spelled texts are made after the ids: not beside a huge text's BPE working set.
+	ex.PromptIDs = make([]int32, 0, textBytes(r.Prompt)/3+8)
 	ex.PromptAssistant = make([]bool, 0, cap(ex.PromptIDs))
 	for i, s := range r.Prompt {
 		n := len(ex.PromptIDs)
@@ -97,8 +99,22 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 			ex.PromptAssistant = append(ex.PromptAssistant, r.PromptAssistant[i])
 		}
 	}
-	ex.CompletionIDs = m.AppendIDs(make([]int32, 0, len(ex.Completion)/3+4), r.Completion)
+	ex.CompletionIDs = m.AppendIDs(make([]int32, 0, textBytes(r.Completion)/3+4), r.Completion)
+	ex.Prompt, ex.Completion = Spell(r.Prompt), Spell(r.Completion)
 	return ex
+}
+
+// textBytes is the length of segs' spelling (control tokens spelled out), as Spell makes it.
+func textBytes(segs []Segment) int {
+	n := 0
+	for _, s := range segs {
+		if s.Control >= 0 {
+			n += len(ControlName(s.Control))
+		} else {
+			n += len(s.Text)
+		}
+	}
+	return n
 }
 
 // MinTokens is a lower bound on len(m.AppendIDs(nil, segs)) that costs no encoding: one per
@@ -141,9 +157,28 @@ func (m *Mistral) appendSegment(dst []int32, s Segment) []int32 {
 // lower-cased, so that rows asking the same thing in the same words share a group.
 func GroupOf(msgs []loader.Message) uint64 {
 	h := uint64(14695981039346656037)
+	var buf [utf8.UTFMax]byte
+	// add hashes strings.Join(strings.Fields(strings.ToLower(s)), " ") without building it:
+	// a tool result of megabytes must not cost three copies and a slice header per word.
 	add := func(s string) {
-		for _, b := range []byte(strings.Join(strings.Fields(strings.ToLower(s)), " ")) {
-			h = (h ^ uint64(b)) * 1099511628211
+		sep, wrote := false, false
+		for _, r := range s {
+			r = unicode.ToLower(r)
+			if unicode.IsSpace(r) {
+				sep = true
+				continue
+			}
+			if sep && wrote {
+				h = (h ^ ' ') * 1099511628211
+			}
+			sep, wrote = false, true
+			if r < utf8.RuneSelf {
+				h = (h ^ uint64(r)) * 1099511628211
+				continue
+			}
+			for _, b := range utf8.AppendRune(buf[:0], r) {
+				h = (h ^ uint64(b)) * 1099511628211
+			}
 		}
 		h = (h ^ 0xff) * 1099511628211 // field separator: "ab","c" differs from "a","bc"
 	}

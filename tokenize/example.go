@@ -38,4 +38,6 @@ type Example struct {
 
 	RepairedIDs   int  // tool-call ids replaced because the template refuses them
 	TextWithTools bool // an assistant message held both text and tool calls
+	// UnpairedResults counts tool messages whose tool_call_id no earlier call carries.
+	UnpairedResults int
 }

@@ -111,6 +111,7 @@ type model struct {
 	// "▁" only), so BPE never merges across the start of a run of spaces and each such
 	// chunk can be encoded (and cached) alone with exactly the same result.
 	splitAtSpace bool
+	maxRank      int32 // the highest merge rank (mergeLarge keeps ranks in 16 bits below 65535)
 }
 
 func pairKey(left, right int32) uint64 { return uint64(uint32(left))<<32 | uint64(uint32(right)) }
@@ -202,6 +203,7 @@ func (m *model) finish() error {
 		if spaceAfterOther(m.pieces[r.id]) {
 			m.splitAtSpace = false
 		}
+		m.maxRank = max(m.maxRank, r.rank)
 	}
 	m.pairs = newMergeTable(m.merges)
 	// The BPE starts from single characters; a character that is not a piece itself falls

@@ -192,7 +192,26 @@ type Rendering struct {
 
 	RepairedIDs   int  // tool-call ids made to replace ones the template refuses (see RepairIDs)
 	TextWithTools bool // an assistant message holds both non-blank text and tool calls
+	// UnpairedResults counts the tool messages whose tool_call_id no earlier call carries:
+	// the template renders them, but the model learns a result that answers nothing.
+	UnpairedResults int
 }
+
+// Renderer renders rows with fixed options and no tokenizer: the template's checks and
+// segments only (what validate needs). Safe for concurrent use.
+type Renderer struct{ r *renderer }
+
+// NewRenderer returns a Renderer for opt, or opt's first bad field.
+func NewRenderer(opt Options) (*Renderer, error) {
+	r, err := newRenderer(opt)
+	if err != nil {
+		return nil, err
+	}
+	return &Renderer{r: r}, nil
+}
+
+// Render renders row as the package function Render does.
+func (r *Renderer) Render(row *loader.Row) (*Rendering, error) { return r.r.render(row) }
 
 // Render renders row for training: ids repaired, the whole conversation checked by the
 // template's rules, then prompt and completion. Errors are *TemplateError.
@@ -263,6 +282,25 @@ func (r *renderer) render(row *loader.Row) (*Rendering, error) {
 		return nil, tmplErr(msgPath(n-1)+".role", loader.ErrNoFinalAssistant, "the last message is %s", msgs[n-1].Role)
 	}
 	out := &Rendering{}
+	// A tool message without tool_call_id: the template raises ("Tool call IDs should be
+	// alphanumeric strings with length 9!"), and an id made up here would pair the result
+	// with no call. Refused, not repaired.
+	calls := map[string]bool{}
+	for i := range msgs {
+		m := &msgs[i]
+		for j := range m.ToolCalls {
+			calls[m.ToolCalls[j].ID] = true
+		}
+		if !isToolResult(m) {
+			continue
+		}
+		if m.ToolCallID == "" {
+			return nil, tmplErr(msgPath(i)+".tool_call_id", ErrToolCallID, "tool message has no tool_call_id")
+		}
+		if !calls[m.ToolCallID] {
+			out.UnpairedResults++
+		}
+	}
 	out.Messages, out.RepairedIDs = RepairIDs(msgs)
 	c, err := r.prepare(out.Messages, row.Tools)
 	if err != nil {
@@ -391,9 +429,9 @@ func (c *conv) apply(n int, b *builder) error {
 				if msgs[0].Content == nil {
 					return tmplErr(msgPath(0)+".content", ErrContentNotString, "system content is null")
 				}
-				b.text(" " + *msgs[0].Content + "\n\n" + *m.Content)
+				b.text(" ", *msgs[0].Content, "\n\n", *m.Content)
 			} else {
-				b.text(" " + *m.Content)
+				b.text(" ", *m.Content)
 			}
 			b.ctrl(EndInstID)
 			continue
@@ -415,7 +453,7 @@ func (c *conv) message(i int, b *builder) error {
 		defer func() { b.cur = false }()
 		if c.r.keep && m.Content != nil {
 			if t := pyStrip(*m.Content); t != "" {
-				b.text(" " + t)
+				b.text(" ", t)
 			}
 		}
 		b.ctrl(ToolCallsID)
@@ -444,7 +482,7 @@ func (c *conv) message(i int, b *builder) error {
 		if m.Content != nil {
 			content = *m.Content
 		}
-		b.text(" " + pyStrip(content))
+		b.text(" ", pyStrip(content))
 		b.ctrl(EOSID)
 		b.cur = false
 	case isToolResult(m):
@@ -457,7 +495,7 @@ func (c *conv) message(i int, b *builder) error {
 			return tmplErr(msgPath(i)+".tool_call_id", ErrToolCallID, "%q has length %d", m.ToolCallID, utf8.RuneCountInString(m.ToolCallID))
 		}
 		b.ctrl(ToolResultsID)
-		b.text(` {"content": ` + content + `, "call_id": "` + m.ToolCallID + `"}`)
+		b.text(` {"content": `, content, `, "call_id": "`, m.ToolCallID, `"}`)
 		b.ctrl(EndToolResultsID)
 	default:
 		return tmplErr(msgPath(i)+".role", ErrUnsupportedRole, "role %q", m.Role)
@@ -581,8 +619,14 @@ func (b *builder) ctrl(id int32) {
 	b.asst = append(b.asst, b.cur)
 }
 
-func (b *builder) text(s string) {
-	if b.discard || s == "" {
+// text adds the concatenation of parts; a discarding builder (checks only) never builds it,
+// which for a tool result of megabytes is a copy saved.
+func (b *builder) text(parts ...string) {
+	if b.discard {
+		return
+	}
+	s := strings.Join(parts, "")
+	if s == "" {
 		return
 	}
 	if n := len(b.segs); n > 0 && b.segs[n-1].Control < 0 && b.asst[n-1] == b.cur {

@@ -164,6 +164,7 @@ func (t *Tokenizer) AppendText(dst []int32, text string, first bool) []int32 {
 	prefix := first && t.m.addDummyPrefix && (t.spm.Load() || !startsWithSpace(text))
 	s := t.pool.Get().(*scratch)
 	dst = s.appendText(t.m, dst, text, prefix)
+	s.shrink()
 	t.pool.Put(s)
 	return dst
 }

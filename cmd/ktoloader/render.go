@@ -3,7 +3,6 @@ package main
 import (
 	"bufio"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/internal/rowpath"
 	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -131,28 +131,32 @@ func runRender(stdout io.Writer, f *renderFlags) error {
 	w := bufio.NewWriterSize(stdout, 1<<16)
 	enc := json.NewEncoder(w)
 	enc.SetEscapeHTML(false)
-	writeErr := func(source, field, reason string) error {
+	writeErr := func(re *loader.RowError) error {
 		var l renderErrorLine
-		l.Source, l.Error.Field, l.Error.Reason = source, field, reason
+		l.Source, l.Error.Field, l.Error.Reason = re.File+":"+strconv.FormatInt(re.Line, 10), re.Field, re.Reason()
 		return enc.Encode(&l)
+	}
+	lcfg, err := f.in.config()
+	if err != nil {
+		return err
+	}
+	rp, err := rowpath.New(rowpath.Config{Loader: lcfg, Mistral: m})
+	if err != nil {
+		return err
 	}
 	err = f.in.eachRow(
 		func(row *loader.Row) error {
-			r, err := m.Render(row)
-			if err != nil {
-				var te *tokenize.TemplateError
-				if !errors.As(err, &te) {
-					return err
-				}
-				if werr := writeErr(row.Source(), te.Field, te.Reason()); werr != nil {
+			res := rp.Row(row, nil)
+			if re := res.Reject; re != nil {
+				if werr := writeErr(re); werr != nil {
 					return werr
 				}
 				if f.in.strict {
-					return fmt.Errorf("%w: %s: %v", errStrict, row.Source(), err)
+					return fmt.Errorf("%w: %v", errStrict, re)
 				}
 				return nil
 			}
-			ex := m.Encode(row, r)
+			ex, r := &res.Example, res.Rendering
 			return enc.Encode(&renderLine{
 				Source:        ex.Source,
 				Messages:      renderMessages(r.Messages),
@@ -164,9 +168,7 @@ func runRender(stdout io.Writer, f *renderFlags) error {
 				Behavior:      ex.Behavior,
 			})
 		},
-		func(re *loader.RowError) error {
-			return writeErr(re.File+":"+strconv.FormatInt(re.Line, 10), re.Field, re.Reason())
-		},
+		writeErr,
 	)
 	if ferr := w.Flush(); err == nil {
 		err = ferr

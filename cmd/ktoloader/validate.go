@@ -4,37 +4,78 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"sort"
 
 	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
 	"github.com/ktoloader/ktoloader/internal/pipeline"
+	"github.com/ktoloader/ktoloader/internal/rowpath"
 	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/tokenize"
 )
 
 func init() {
 	var in inputFlags
 	var asJSON bool
-	var rejects string
+	var rejects, tools string
 	cmd := &cobra.Command{
-		Use:   "validate [--input FILE…|-] [--json] [--rejects FILE]",
+		Use:   "validate [--input FILE…|-] [--json] [--rejects FILE] [--tools FILE]",
 		Short: "Read every row, check it, and account for it: valid, or rejected with line and reason",
 		Long: `validate streams the inputs, checks every row against the tool-calling format
-(roles, order, tool calls, JSON arguments, label, behavior) and prints a summary: rows read,
+(roles, order, tool calls, JSON arguments, label, behavior) and the Mistral v0.3 chat
+template's own rules (alternation, tool-call ids, tools list) and prints a summary: rows read,
 valid, rejected by reason, labels, behaviors, roles and tool-call id shapes. read = valid +
 rejected, always. Rejected rows are written to --rejects as JSONL (file, line, field, reason, raw).
-Rejected rows alone do not fail the command (exit 0) unless --strict.`,
+Rejected rows alone do not fail the command (exit 0) unless --strict.
+
+validate runs the same row path as prep and rejects the same rows for the same reasons and
+fields, with one exception: it has no tokenizer, so it cannot count tokens and never rejects
+too_long (rows over prep's --max-len). Give it prep's --tools to check that list too.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			opt := tokenize.Options{}
+			if tools != "" {
+				data, err := os.ReadFile(tools)
+				if err != nil {
+					return fmt.Errorf("--tools: %w", err)
+				}
+				opt.Tools = data
+				if err := opt.Validate(); err != nil {
+					return usagef("--tools %s: want a JSON list of tools: %v", tools, err)
+				}
+			}
+			lcfg, err := in.config()
+			if err != nil {
+				return err
+			}
+			rp, err := rowpath.New(rowpath.Config{Loader: lcfg, Render: opt})
+			if err != nil {
+				return err
+			}
 			rw, err := pipeline.NewRejects(rejects)
 			if err != nil {
 				return err
 			}
 			st := loader.NewStats()
+			bad := func(re *loader.RowError) error { st.Reject(re.Reason()); return rw.Write(re) }
 			err = in.eachRow(
-				func(r *loader.Row) error { st.Accept(r); return nil },
-				func(re *loader.RowError) error { st.Reject(re.Reason()); return rw.Write(re) },
+				func(r *loader.Row) error {
+					res := rp.Row(r, nil)
+					if res.Reject == nil {
+						st.Accept(r)
+						return nil
+					}
+					if err := bad(res.Reject); err != nil {
+						return err
+					}
+					if in.strict {
+						return fmt.Errorf("%w: %v", errStrict, res.Reject)
+					}
+					return nil
+				},
+				bad,
 			)
 			if err != nil {
 				rw.Abort()
@@ -46,7 +87,10 @@ Rejected rows alone do not fail the command (exit 0) unless --strict.`,
 			if asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetEscapeHTML(false)
-				return enc.Encode(st)
+				return enc.Encode(struct {
+					*loader.Stats
+					NotChecked []string `json:"not_checked"`
+				}{st, []string{"too_long"}})
 			}
 			printStats(cmd.OutOrStdout(), st)
 			return nil
@@ -55,6 +99,7 @@ Rejected rows alone do not fail the command (exit 0) unless --strict.`,
 	in.register(cmd)
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
 	cmd.Flags().StringVar(&rejects, "rejects", "", "write rejected rows to this JSONL file")
+	cmd.Flags().StringVar(&tools, "tools", "", "prep's --tools file: a tools list for rows without their own, checked as the template does")
 	rootCmd.AddCommand(cmd)
 }
 
@@ -66,6 +111,7 @@ func printStats(w io.Writer, st *loader.Stats) {
 	table(w, "role", "messages", st.Roles)
 	table(w, "tool-call id", "calls", st.ToolCallIDs)
 	fmt.Fprintf(w, "assistant messages with text and tool calls: %d\n", st.TextWithTools)
+	fmt.Fprintln(w, "not checked: too_long (prep's --max-len needs the tokenizer); every other prep check was run")
 }
 
 // table prints a count map as a two-column table, largest first, ties by name.

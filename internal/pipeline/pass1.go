@@ -1,10 +1,10 @@
 package pipeline
 
 import (
-	"errors"
 	"fmt"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/rowpath"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
@@ -28,6 +28,7 @@ type worked struct {
 	repaired   int
 	textTools  bool
 	trimmed    bool
+	unpaired   int  // tool messages whose tool_call_id no earlier call carries
 	other      bool // the row belongs to another shard: skipped, not counted
 }
 
@@ -36,12 +37,25 @@ type worked struct {
 // so read = written + rejected holds per run, and summed over the N runs of one input.
 const NoteSkippedOtherShard = "skipped_other_shard"
 
+// Manifest notes for tool results that answer no call: the template renders them (the id is
+// kept, or repaired when the template would refuse it), but the pairing is lost, so report
+// flags them.
+const (
+	NoteUnpairedToolResults     = "unpaired_tool_results"
+	NoteRowsWithUnpairedResults = "rows_with_unpaired_tool_results"
+)
+
 // passOne streams every input through the workers: each record is parsed, validated,
 // rendered, placed in a shard, tokenized, truncated, keyed and encoded for the spill on a
 // worker; in input order, this goroutine then counts it, writes its reject or appends its
 // record to the spill and keeps its key.
 func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *export.Manifest) (_ *passOneResult, err error) {
 	p := &passOneResult{notes: map[string]int64{}}
+	ktoCfg := cfg.KTO
+	path, err := rowpath.New(rowpath.Config{Loader: cfg.Loader, Mistral: mistral, KTO: &ktoCfg})
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil && p.store != nil {
 			p.store.Close()
@@ -94,53 +108,33 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 		}
 		name := r.Name()
 		work := func(it *item[worked]) {
-			if it.bad == nil {
-				row, err := loader.ParseRow(it.data, name, it.line, cfg.Loader)
-				it.data = nil // the row (or its error) holds its own copy as Raw
-				if err != nil {
-					if !errors.As(err, &it.bad) {
-						it.bad = &loader.RowError{File: name, Line: it.line, Err: err}
-					}
-				} else {
-					it.row = row
-				}
-			}
+			var res rowpath.Result
 			if it.bad != nil {
-				it.out.other = !mine(rawHash(it.bad.Raw))
-				return
+				res.Reject = it.bad
+			} else {
+				keep := func(rd *tokenize.Rendering) bool { return !sharded || mine(groupOf(rd)) }
+				res = path.Line(it.data, name, it.line, keep)
+				it.data = nil // the row (or its error) holds its own copy as Raw
 			}
-			rd, err := mistral.Render(&it.row)
-			if err != nil {
-				it.err = err
-				it.out.other = !mine(rawHash(it.row.Raw))
-				return
-			}
-			if sharded && !mine(groupOf(rd)) {
+			switch {
+			case res.Skipped:
 				it.out.other = true
 				return
-			}
-			// A row far over max_len (megabytes of tool calls) is rejected on a bound from its
-			// size, before the tokenizer spends seconds and its ids hundreds of MB on it.
-			if pMin, ok := mistral.MinTokens(rd.Prompt); ok {
-				cMin, _ := mistral.MinTokens(rd.Completion)
-				if err := kto.CheckMinLength(pMin, cMin, cfg.KTO); err != nil {
-					it.err = err
-					return
+			case res.Reject != nil:
+				it.bad = res.Reject
+				if res.Rendering == nil { // refused before a group is known: place it by its line
+					it.out.other = !mine(rawHash(res.Reject.Raw))
 				}
-			}
-			ex := mistral.Encode(&it.row, rd)
-			trimmed, err := kto.Truncate(&ex, cfg.KTO)
-			if err != nil {
-				it.err = err
 				return
 			}
+			ex := &res.Example
 			w := &it.out
-			w.key = kto.KeyOf(&ex)
+			w.key = kto.KeyOf(ex)
 			size := 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source) + len(ex.Behavior) + 64
-			w.rec = encodeExample(make([]byte, 0, size), &ex)
+			w.rec = encodeExample(make([]byte, 0, size), ex)
 			w.plen, w.clen = len(ex.PromptIDs), len(ex.CompletionIDs)
-			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, trimmed > 0
-			it.row = loader.Row{} // nothing of the row is needed once it is written
+			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, res.Trimmed > 0
+			w.unpaired = ex.UnpairedResults
 		}
 		emit := func(it *item[worked]) error {
 			seen++
@@ -152,17 +146,6 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 				return nil
 			}
 			re := it.bad
-			if re == nil && it.err != nil {
-				re = &loader.RowError{File: it.row.File, Line: it.row.Line, Err: it.err, Raw: it.row.Raw}
-				var le *kto.LengthError
-				if errors.As(it.err, &le) {
-					re.Detail = le.Error() // carries the length, for people and the report
-				}
-				var te *tokenize.TemplateError
-				if errors.As(it.err, &te) {
-					re.Field = te.Field
-				}
-			}
 			m.Counts.Read++
 			if re != nil {
 				m.Counts.Rejected++
@@ -195,6 +178,10 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			}
 			if w.trimmed {
 				p.notes["truncated"]++
+			}
+			if w.unpaired > 0 {
+				p.notes[NoteUnpairedToolResults] += int64(w.unpaired)
+				p.notes[NoteRowsWithUnpairedResults]++
 			}
 			return nil
 		}
