@@ -30,6 +30,7 @@ package pipeline
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -45,14 +46,17 @@ type Config struct {
 	Inputs []Input // in order; each names how it is opened and recorded
 	Loader loader.Config
 
-	Tokenizer  *tokenize.Tokenizer
-	TokKind    string // how it was found (path, env, hf-cache, download, demo)
-	TokSource  string // as given or found, never an absolute path the user did not type
-	TokDemo    bool
-	Render     tokenize.Options
-	KTO        kto.Config
-	Out        string
-	Force      bool
+	Tokenizer *tokenize.Tokenizer
+	TokKind   string // how it was found (path, env, hf-cache, download, demo)
+	TokSource string // as given or found, never an absolute path the user did not type
+	TokDemo   bool
+	Render    tokenize.Options
+	KTO       kto.Config
+	Out       string
+	Force     bool // replace a finished run in Out
+	// OutDir, when set, is Out already opened (export.OpenOutDir) by the caller, who closes
+	// it; else Run opens and closes it, protecting the inputs' files.
+	OutDir     *export.OutDir
 	Writer     export.WriterOptions
 	Rejects    string // path of the rejects file; "" means OUT/rejects.jsonl
 	Workers    int    // default: all cores; never changes the output
@@ -80,6 +84,7 @@ type Config struct {
 // Input is one input: its recorded name (as given on the command line) and how to open it.
 type Input struct {
 	Name string
+	Path string // the file read, "" for stdin or the embedded sample: never written or removed
 	Open func(loader.Config) (*loader.Reader, error)
 }
 
@@ -114,14 +119,33 @@ func Run(cfg Config) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
-		return nil, err
+	od := cfg.OutDir
+	if od == nil {
+		var paths []string
+		for _, in := range cfg.Inputs {
+			if in.Path != "" {
+				paths = append(paths, in.Path)
+			}
+		}
+		if od, err = export.OpenOutDir(cfg.Out, export.OutDirOptions{Inputs: paths}); err != nil {
+			return nil, err
+		}
+		defer od.Close()
+	}
+	if od.Previous != nil && !cfg.Force {
+		return nil, fmt.Errorf("%s: %w", cfg.Out, export.ErrOutputExists)
 	}
 	rejPath := cfg.Rejects
 	if rejPath == "" {
-		rejPath = cfg.Out + "/rejects.jsonl"
+		rejPath = filepath.Join(cfg.Out, export.RejectsName)
+	} else if err := od.CheckOutput("--rejects", rejPath, export.RejectsName, false); err != nil {
+		return nil, err
 	}
-	rej, err := NewRejects(rejPath)
+	if err := od.Clear(); err != nil {
+		return nil, err
+	}
+	cfg.Writer.Out = od
+	rej, err := NewRejectsIn(od, rejPath)
 	if err != nil {
 		return nil, err
 	}
@@ -201,14 +225,14 @@ func Run(cfg Config) (*export.Manifest, error) {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
 
-	m.Rejects = rej.Info(cfg.Out)
+	m.Rejects = rej.Info(od)
 	if err := rej.Commit(); err != nil {
 		return nil, err
 	}
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
 		return nil, err
 	}
-	return m, nil
+	return m, od.Finish()
 }
 
 // splitPart is one split's examples: their keys and their indices in the spill.
