@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/internal/hub"
 	"github.com/ktoloader/ktoloader/kto/train"
 )
 
@@ -83,4 +84,19 @@ a config.json for random weights from --seed, or tiny). Output: --out FILE write
 // isUsage reports errors that are the caller's to fix (exit 2).
 func isUsage(err error) bool {
 	return errors.Is(err, train.ErrBadOption)
+}
+
+// The trainer resolves repo ids through the one Hub client (internal/hub), which this
+// command package owns so that kto/train carries no HTTP code.
+func init() {
+	train.ResolveRepo = func(spec string, offline bool, status func(string)) (string, error) {
+		res, err := hub.ResolveModel(spec, hub.Options{Offline: offline})
+		if err != nil {
+			return "", err
+		}
+		for _, n := range res.Notes {
+			status(n)
+		}
+		return res.Dir, nil
+	}
 }
