@@ -87,16 +87,16 @@ const runtimeReserve = 1 << 30
 // ErrBadPlan marks plan options that describe no run.
 var ErrBadPlan = errors.New("bad plan options")
 
-// linearShape is one linear layer of a decoder layer: in and out features.
-type linearShape struct {
+// planLinear is one linear layer of a decoder layer: in and out features.
+type planLinear struct {
 	name    string
 	in, out int
 }
 
-func (c ModelConfig) linears() []linearShape {
+func (c ModelConfig) planLinears() []planLinear {
 	d, hd, inter := c.HiddenSize, c.headDim(), c.IntermediateSize
 	q, kv := c.NumAttentionHeads*hd, c.NumKeyValueHeads*hd
-	return []linearShape{
+	return []planLinear{
 		{"q_proj", d, q}, {"k_proj", d, kv}, {"v_proj", d, kv}, {"o_proj", q, d},
 		{"gate_proj", d, inter}, {"up_proj", d, inter}, {"down_proj", inter, d},
 	}
@@ -166,7 +166,7 @@ func PlanFor(cfg ModelConfig, o PlanOptions) (Plan, error) {
 
 	// Parameters, counted from the linears (not NumParameters, which the tests compare).
 	perLayer := 2 * d // input_layernorm, post_attention_layernorm
-	for _, l := range cfg.linears() {
+	for _, l := range cfg.planLinears() {
 		perLayer += int64(l.in) * int64(l.out)
 		if o.LoRARank > 0 && slices.Contains(o.LoRATargets, l.name) {
 			p.AdapterParams += layers * int64(o.LoRARank) * int64(l.in+l.out) // A [r, in], B [out, r]
@@ -198,7 +198,7 @@ func PlanFor(cfg ModelConfig, o PlanOptions) (Plan, error) {
 	// Activations of one pass over the targets.
 	p.TokensPerPass = o.MicroBatch * o.MaxLen
 	tokens := int64(p.TokensPerPass)
-	p.LayerDenseBytesPerToken, p.LayerAttentionBytesPerToken = cfg.layerBytesPerToken(o, e)
+	p.LayerDenseBytesPerToken, p.LayerAttentionBytesPerToken = cfg.planLayerBytes(o, e)
 	layerFull := p.LayerDenseBytesPerToken + p.LayerAttentionBytesPerToken
 	if o.Recompute {
 		// Each layer's input stays for the backward pass (the last layer's output is the
@@ -209,13 +209,13 @@ func PlanFor(cfg ModelConfig, o PlanOptions) (Plan, error) {
 		// Every layer's activations, plus the hidden-state cotangent during the backward pass.
 		p.Activations = tokens * (layers*layerFull + d*f32)
 	}
-	p.Logits = cfg.headBytes(o, tokens, e)
+	p.Logits = cfg.planHeadBytes(o, tokens, e)
 
 	// The KL rows: as many as the pass's targets, forward only (TRL scores them under
 	// no_grad), so nothing is kept for a backward pass: the hidden state, one layer's
 	// working set at a time, and the head. (The trainer shares a KL row's prompt with its
 	// target's; the plan counts the whole row.)
-	p.KLForward = tokens*(d*e+layerFull) + cfg.headBytes(o, tokens, e)
+	p.KLForward = tokens*(d*e+layerFull) + cfg.planHeadBytes(o, tokens, e)
 
 	p.RuntimeReserve = runtimeReserve
 	p.Total = p.Weights + p.Adapter + p.AdapterGrads + p.Optimizer + p.FullGrads + p.GradAccum +
@@ -224,10 +224,10 @@ func PlanFor(cfg ModelConfig, o PlanOptions) (Plan, error) {
 	return p, nil
 }
 
-// layerBytesPerToken is what one decoder layer keeps per token for its backward pass: the
+// planLayerBytes is what one decoder layer keeps per token for its backward pass: the
 // dense part (norms, projections, MLP) and the block attention's per-pair tensors. e is
 // the activation element size; norm statistics, softmax sums and exp-scores are float32.
-func (c ModelConfig) layerBytesPerToken(o PlanOptions, e int64) (dense, attention int64) {
+func (c ModelConfig) planLayerBytes(o PlanOptions, e int64) (dense, attention int64) {
 	d, inter := int64(c.HiddenSize), int64(c.IntermediateSize)
 	hd, h, kv := int64(c.headDim()), int64(c.NumAttentionHeads), int64(c.NumKeyValueHeads)
 	const f32 = 4
@@ -266,12 +266,12 @@ func (c ModelConfig) layerBytesPerToken(o PlanOptions, e int64) (dense, attentio
 	return dense, attention
 }
 
-// headBytes is the LM head's memory for one pass over tokens scored positions: the final
+// planHeadBytes is the LM head's memory for one pass over tokens scored positions: the final
 // norm's input and output, and the logits. Plain, the head keeps exp(logits − max)
 // [tokens × vocab] float32 for the backward pass and materialises the logits (forward) or
 // their gradient (backward) beside it; chunked, the same two tensors exist for one
 // [tokens × chunk] slice at a time, plus a running max and sum per token.
-func (c ModelConfig) headBytes(o PlanOptions, tokens, e int64) int64 {
+func (c ModelConfig) planHeadBytes(o PlanOptions, tokens, e int64) int64 {
 	d, v := int64(c.HiddenSize), int64(c.VocabSize)
 	const f32 = 4
 	norm := tokens * (d*e + d*e) // the gathered hidden state and the final norm's output
