@@ -10,6 +10,7 @@ import (
 	"math"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 
@@ -32,6 +33,10 @@ type trainFlags struct {
 	noBar        bool
 	memLimit     string
 	loraTargets  string
+	plan         bool
+	gpuMemory    string
+	planMaxLen   int
+	planBatch    int
 }
 
 func init() {
@@ -77,6 +82,10 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	o := &f.opts
 	fl.StringVar(&o.DataDir, "data", "", "prep output directory holding kto_packed/ (required)")
 	fl.StringVar(&o.Model, "model", train.TinyPreset, `"tiny", a Hugging Face model directory (config.json + safetensors; config.json alone: random weights), a config.json, or a repo id org/name[@rev]`)
+	fl.BoolVar(&f.plan, "plan", false, "print the memory plan (weights, adapter, optimizer, activations, logits) for --model and these flags, and a micro-batch/recompute setting that fits --gpu-memory; loads no weights, needs no --data")
+	fl.StringVar(&f.gpuMemory, "gpu-memory", "80GB", "device memory the plan must fit (e.g. 80GB, 141GiB)")
+	fl.IntVar(&f.planMaxLen, "plan-max-len", 2048, "row length for --plan (with --data: the manifest's)")
+	fl.IntVar(&f.planBatch, "plan-batch-size", 8, "KTO batch for --plan (with --data: the manifest's)")
 	fl.BoolVar(&o.Offline, "offline", false, "never download a repo id's files (also HF_HUB_OFFLINE=1)")
 	fl.StringVar(&o.DType, "dtype", train.DTypeFloat32, `"float32" or "bfloat16": frozen weights and matrix products (trainable weights, optimizer, norms and loss stay float32)`)
 	fl.IntVar(&o.LoRA.Rank, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
@@ -117,6 +126,9 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 
 func runTrain(cmd *cobra.Command, f *trainFlags) error {
 	o := f.opts
+	if f.plan {
+		return runPlan(cmd, f)
+	}
 	for name, v := range map[string]float64{"lr": o.LearningRate, "weight-decay": o.WeightDecay,
 		"clip-grad-norm": f.clipGradNorm, "beta": o.Loss.Beta, "lora-alpha": o.LoRA.Alpha, "lora-dropout": o.LoRA.Dropout,
 		"desirable-weight": o.Loss.DesirableWeight, "undesirable-weight": o.Loss.UndesirableWeight} {
@@ -314,4 +326,43 @@ func splitList(s string) []string {
 		}
 	}
 	return out
+}
+
+// runPlan prints train --plan: arithmetic on the model config, no weights allocated.
+func runPlan(cmd *cobra.Command, f *trainFlags) error {
+	o := f.opts
+	if o.Model == "" || o.Model == train.TinyPreset {
+		return usagef("train --plan: --model must name a config.json or a model directory")
+	}
+	path := o.Model
+	if st, err := os.Stat(path); err == nil && st.IsDir() {
+		path = filepath.Join(path, "config.json")
+	}
+	cfg, err := train.LoadModelConfig(path)
+	if err != nil {
+		return usageError{fmt.Errorf("train --plan: %w", err)}
+	}
+	mem, err := train.ParseMemory(f.gpuMemory)
+	if err != nil {
+		return usageError{fmt.Errorf("train --plan: --gpu-memory: %w", err)}
+	}
+	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: f.planMaxLen, BatchSize: f.planBatch, GPUMemory: mem}
+	if o.LoRA.Rank > 0 {
+		po.LoRATargets = splitList(f.loraTargets)
+	}
+	p, err := train.PlanFor(cfg, po)
+	if err != nil {
+		return usageError{fmt.Errorf("train --plan: %w", err)}
+	}
+	out := cmd.OutOrStdout()
+	if err := train.WritePlan(out, p); err != nil {
+		return err
+	}
+	if !p.Fits {
+		if best, ok := p.Suggest(); ok {
+			fmt.Fprintln(out, "\nsuggested setting that fits:")
+			return train.WritePlan(out, best)
+		}
+	}
+	return nil
 }
