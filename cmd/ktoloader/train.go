@@ -50,8 +50,14 @@ SwiGLU, untied LM head) with TRL's KTO loss: one optimizer step per KTO batch (o
 --grad-accum batches), each packed sequence attending only to itself.
 
 The model is --model tiny (2 layers, d=64, 4 heads / 2 KV heads, vocabulary from the
-manifest, random weights) or a Hugging Face config.json (or a directory holding one),
-also initialised at random: pretrained weights are not loaded.
+manifest, random weights), a Hugging Face model directory (config.json + safetensors,
+pretrained weights; config.json alone: random weights), a config.json, or a repo id
+org/name[@rev] from the Hugging Face cache (downloaded unless --offline). --lora-r R trains a
+PEFT-style LoRA adapter on the frozen base (the reference is the base, adapter off);
+--dtype bfloat16 runs frozen weights and matrix products in bf16. --save-adapter and
+--save-merged write what vLLM and transformers load. --plan prints the memory plan.
+
+--resume continues only the same run: it refuses checkpoints made with another model config or weights, data (manifest sha256), seed, max_len, KTO batch size, --grad-accum, --dtype, LoRA settings, --adapter or loss; an incomplete checkpoint (a kill while saving) is moved aside and the newest complete one is used.
 
 Reference log-probs come from the frozen initial weights: --ref precomputed (default)
 runs them over every batch of both splits first, caches them in DIR/ref_logps/{split}.parquet
