@@ -177,7 +177,12 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 
 	var logW *bufio.Writer
 	if f.logPath != "" {
-		lf, err := os.Create(f.logPath)
+		// A resumed run appends: the earlier steps' lines stay.
+		flags := os.O_CREATE | os.O_WRONLY | os.O_TRUNC
+		if o.Resume {
+			flags = os.O_CREATE | os.O_WRONLY | os.O_APPEND
+		}
+		lf, err := os.OpenFile(f.logPath, flags, 0o644)
 		if err != nil {
 			return err
 		}
