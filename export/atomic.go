@@ -3,13 +3,15 @@ package export
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"syscall"
 )
 
-// Names in an output directory (see OutDir for what is ever deleted).
+// Names in an output directory. Only these are ever deleted by PrepareOutDir.
 const (
 	ManifestName = "manifest.json"
 	RejectsName  = "rejects.jsonl"
@@ -29,17 +31,6 @@ type AtomicFile struct {
 	*os.File
 	path string
 	done bool
-	out  *OutDir // records the final name in its journal before the rename; nil: none
-}
-
-// CreateAtomic is CreateAtomic for a file of the run that holds d (nil: none): Commit
-// records path in d's journal before renaming the file into place.
-func (d *OutDir) CreateAtomic(path string) (*AtomicFile, error) {
-	a, err := CreateAtomic(path)
-	if err == nil {
-		a.out = d
-	}
-	return a, err
 }
 
 // CreateAtomic starts writing path atomically; nothing appears at path before Commit.
@@ -48,7 +39,7 @@ func CreateAtomic(path string) (*AtomicFile, error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, TempPattern(base))
+	f, err := os.CreateTemp(dir, tmpPrefix+base+"-*")
 	if err != nil {
 		return nil, err
 	}
@@ -67,9 +58,6 @@ func (a *AtomicFile) Commit() error {
 	}
 	if cerr := a.Close(); err == nil {
 		err = cerr
-	}
-	if err == nil && a.out != nil {
-		err = a.out.Record(a.path)
 	}
 	if err == nil {
 		err = os.Rename(a.Name(), a.path)
@@ -120,4 +108,74 @@ func syncDir(dir string) error {
 		return nil
 	}
 	return err
+}
+
+// PrepareOutDir makes dir ready for a run. A missing directory is created. A directory
+// holding manifest.json is a finished run: without force that is ErrOutputExists; with
+// force it is cleaned. A directory without a manifest is a crashed run (or a new or
+// unrelated directory) and is cleaned. Cleaning removes only what a run writes:
+// manifest.json (first, so that an interrupted cleaning never leaves a directory that looks
+// finished), rejects.jsonl, report.html, .tmp-* files, and in kto/, kto_packed/ and sft/ the
+// shard files (split-XXXXX-of-YYYYY.parquet|arrow) and .tmp-* files, removing those
+// subdirectories when they end up empty. Any other file, ref_logps/ included, is left alone.
+func PrepareOutDir(dir string, force bool) error {
+	st, err := os.Stat(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return os.MkdirAll(dir, 0o755)
+	}
+	if err != nil {
+		return err
+	}
+	if !st.IsDir() {
+		return fmt.Errorf("output %s exists and is not a directory", dir)
+	}
+	manifest := filepath.Join(dir, ManifestName)
+	if _, err := os.Lstat(manifest); err == nil {
+		if !force {
+			return fmt.Errorf("%s: %w", dir, ErrOutputExists)
+		}
+		if err := os.Remove(manifest); err != nil {
+			return err
+		}
+		if err := syncDir(dir); err != nil {
+			return err
+		}
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := removeOurs(dir, func(name string) bool {
+		return name == RejectsName || name == ReportName || strings.HasPrefix(name, tmpPrefix)
+	}); err != nil {
+		return err
+	}
+	for _, kind := range shardKinds {
+		sub := filepath.Join(dir, kind)
+		if st, err := os.Lstat(sub); err != nil || !st.IsDir() {
+			continue
+		}
+		if err := removeOurs(sub, func(name string) bool {
+			return shardName.MatchString(name) || strings.HasPrefix(name, tmpPrefix)
+		}); err != nil {
+			return err
+		}
+		os.Remove(sub) // only succeeds when empty: a user's file keeps the directory
+	}
+	return syncDir(dir)
+}
+
+// removeOurs removes the regular files (and symlinks) in dir whose names ours accepts.
+func removeOurs(dir string, ours func(string) bool) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if e.IsDir() || !ours(e.Name()) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	return nil
 }

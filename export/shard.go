@@ -81,9 +81,6 @@ type WriterOptions struct {
 	// RowGroupRows is the most rows in a Parquet row group or Arrow record batch
 	// (default DefaultRowGroupRows).
 	RowGroupRows int64
-	// Out, when set, is the output directory held for the run: each shard's final name is
-	// recorded in its journal before the rename, so an interrupted run can be cleaned.
-	Out *OutDir
 }
 
 // FileInfo describes one finished shard file, as the manifest lists it.
@@ -226,7 +223,7 @@ func (w *ShardWriter[T]) open() error {
 	s := &shard{index: len(w.done)}
 	w.cur = s
 	for _, ext := range w.opt.Format.extensions() {
-		tmp := filepath.Join(w.out, w.kind, fmt.Sprintf("%s%d-%s-%05d%s", tmpPrefix, os.Getpid(), w.split, s.index, ext))
+		tmp := filepath.Join(w.out, w.kind, fmt.Sprintf(".tmp-%s-%05d%s", w.split, s.index, ext))
 		f, err := os.Create(tmp)
 		if err != nil {
 			return err
@@ -339,16 +336,6 @@ func (w *ShardWriter[T]) Close() ([]FileInfo, error) {
 	w.err = ErrWriterClosed
 	n := len(w.done)
 	var infos []FileInfo
-	var final []string
-	for _, s := range w.done {
-		for _, sf := range s.files {
-			final = append(final, filepath.Join(w.out, w.kind, fmt.Sprintf("%s-%05d-of-%05d.%s", w.split, s.index, n, sf.format)))
-		}
-	}
-	if err := w.opt.Out.Record(final...); err != nil {
-		w.removeTemps()
-		return nil, err
-	}
 	for _, s := range w.done {
 		for _, sf := range s.files {
 			name := fmt.Sprintf("%s-%05d-of-%05d.%s", w.split, s.index, n, sf.format)
@@ -375,8 +362,8 @@ func (w *ShardWriter[T]) Close() ([]FileInfo, error) {
 }
 
 // Abort stops the writer and removes its temporary files. Renamed (finished) files are not
-// touched: a run that fails after Close has its manifest missing and its journal listing
-// them (OutDir), so the next run cleans them.
+// touched: a run that fails after Close has its manifest missing, which PrepareOutDir
+// recognizes.
 func (w *ShardWriter[T]) Abort() {
 	if w.cur != nil {
 		w.cur.finish() // close the files; their content no longer matters

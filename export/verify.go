@@ -113,9 +113,6 @@ type Report struct {
 	// Omitted counts violations not listed: at most maxPerCheck per file and check, and
 	// maxViolations in all, are kept.
 	Omitted int `json:"omitted"`
-	// Notes say what was not checked and why (a rejects file outside the directory that is
-	// gone): no violation, since the data set itself is whole.
-	Notes []string `json:"notes,omitempty"`
 }
 
 // OK reports whether nothing was found wrong.
@@ -515,27 +512,17 @@ func (v *verifier) hashIDs(extra int64, parts ...[]int32) uint64 {
 }
 
 // checkRejects compares rejects.jsonl with counts.rejected, and checks each record's shape.
-// The file is where the manifest's rejects.path says, resolved against the directory (prep
-// --rejects outside it); one outside that is gone is a note, not a violation.
 func (v *verifier) checkRejects() {
-	p, inside := ResolveRejects(v.dir, v.m)
-	name := RejectsName // as violations name it
-	if !inside {
-		name = v.m.Rejects.Path
-	}
+	p := filepath.Join(v.dir, RejectsName)
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
-		if !inside {
-			v.rep.Notes = append(v.rep.Notes, fmt.Sprintf("the rejects file %s (outside the directory, as the manifest's rejects.path says) is gone: not checked", p))
-			return
-		}
 		if v.m.Counts.Rejected > 0 {
-			v.add(name, -1, CheckRejects, "missing, but counts.rejected is %d", v.m.Counts.Rejected)
+			v.add(RejectsName, -1, CheckRejects, "missing, but counts.rejected is %d", v.m.Counts.Rejected)
 		}
 		return
 	}
 	if err != nil {
-		v.add(name, -1, CheckRejects, "%v", err)
+		v.add(RejectsName, -1, CheckRejects, "%v", err)
 		return
 	}
 	defer f.Close()
@@ -550,11 +537,11 @@ func (v *verifier) checkRejects() {
 		if len(line) > 0 {
 			var rec map[string]json.RawMessage
 			if jerr := json.Unmarshal(line, &rec); jerr != nil {
-				v.add(name, n, CheckRejects, "not a JSON object: %v", jerr)
+				v.add(RejectsName, n, CheckRejects, "not a JSON object: %v", jerr)
 			} else {
 				for _, k := range []string{"file", "line", "field", "reason", "raw"} {
 					if _, ok := rec[k]; !ok {
-						v.add(name, n, CheckRejects, "record has no %q", k)
+						v.add(RejectsName, n, CheckRejects, "record has no %q", k)
 					}
 				}
 				var reason string
@@ -568,16 +555,16 @@ func (v *verifier) checkRejects() {
 			break
 		}
 		if err != nil {
-			v.add(name, -1, CheckRejects, "%v", err)
+			v.add(RejectsName, -1, CheckRejects, "%v", err)
 			return
 		}
 	}
 	if n != v.m.Counts.Rejected {
-		v.add(name, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
+		v.add(RejectsName, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
 	}
-	if ri := v.m.Rejects; ri != nil {
+	if ri := v.m.Rejects; ri != nil && ri.Path == RejectsName {
 		if sum := hex.EncodeToString(h.Sum(nil)); sum != ri.SHA256 || size != ri.Bytes {
-			v.add(name, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
+			v.add(RejectsName, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
 		}
 	}
 	// Each reason as often as counts.reasons says (this also covers manifests written
@@ -594,7 +581,7 @@ func (v *verifier) checkRejects() {
 	sort.Strings(names)
 	for _, k := range names {
 		if reasons[k] != v.m.Counts.Reasons[k] {
-			v.add(name, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
+			v.add(RejectsName, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
 		}
 	}
 }

@@ -6,7 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
+	"strings"
 
 	"github.com/spf13/cobra"
 )
@@ -42,43 +42,29 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
-var wrapOnce sync.Once
-
-// run executes the CLI with args and returns the process exit code: 2 for errors of type
-// usageError (flags, arguments, refusals before any work), 1 for every other error. (`go run`
-// prints "exit status N" and itself exits 1; the built binary exits N.)
+// run executes the CLI with args and returns the process exit code.
 func run(args []string) int {
-	wrapOnce.Do(func() { wrapArgs(rootCmd) })
 	rootCmd.SetArgs(args)
-	var err error
-	if _, _, ferr := rootCmd.Find(args); ferr != nil {
-		err = usageError{ferr} // an unknown command: cobra's lookup, before any command runs
-	} else {
-		err = rootCmd.Execute()
-	}
+	err := rootCmd.Execute()
 	if err == nil {
 		return 0
 	}
-	fmt.Fprintln(rootCmd.ErrOrStderr(), "ktoloader:", err)
+	fmt.Fprintln(os.Stderr, "ktoloader:", err)
 	var ue usageError
-	if errors.As(err, &ue) {
+	if errors.As(err, &ue) || isCobraUsage(err) {
 		return 2
 	}
 	return 1
 }
 
-// wrapArgs makes every command's positional-argument check return a usageError, so that
-// exit codes come from error types, never from matching cobra's messages.
-func wrapArgs(cmd *cobra.Command) {
-	if check := cmd.Args; check != nil {
-		cmd.Args = func(c *cobra.Command, args []string) error {
-			if err := check(c, args); err != nil {
-				return usageError{err}
-			}
-			return nil
+// isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count),
+// which it does not route through the flag error func.
+func isCobraUsage(err error) bool {
+	msg := err.Error()
+	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "unknown shorthand"} {
+		if strings.Contains(msg, p) {
+			return true
 		}
 	}
-	for _, c := range cmd.Commands() {
-		wrapArgs(c)
-	}
+	return false
 }

@@ -48,7 +48,8 @@ inputs that are not the shards of one run).`,
 			}
 			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly})
 			if err != nil {
-				if errors.Is(err, pipeline.ErrNotShards) || isRefusal(err) || errors.Is(err, export.ErrNoManifest) {
+				if errors.Is(err, pipeline.ErrNotShards) || errors.Is(err, export.ErrOutputExists) ||
+					errors.Is(err, export.ErrNoManifest) {
 					return usageError{err}
 				}
 				return err

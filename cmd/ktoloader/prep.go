@@ -1,16 +1,15 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
-	"maps"
 	"os"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"runtime/pprof"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -85,7 +84,6 @@ type prepFlags struct {
 	numShards     int
 	memLimit      string
 	partitionSize int
-	allowDup      bool
 }
 
 func init() {
@@ -113,8 +111,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	f.tok.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "shards", "output directory")
-	fl.BoolVar(&f.force, "force", false, "replace a finished run made with other flags or inputs (the same run again needs no --force); deletes only the files its manifest lists")
-	fl.BoolVar(&f.allowDup, "allow-duplicate-inputs", false, "accept one input file given twice (its rows are then written twice)")
+	fl.BoolVar(&f.force, "force", false, "overwrite a directory that holds a finished run")
 	fl.StringVar(&f.format, "format", "parquet", "shard format: parquet, arrow or both")
 	fl.Int64Var(&f.shardRows, "shard-rows", 0, "start a new shard after this many rows (0: no limit)")
 	fl.Int64Var(&f.shardMB, "shard-bytes", 256<<20, "start a new shard before this many (approximate, uncompressed) bytes (0: no limit)")
@@ -184,9 +181,16 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if err := ropt.Validate(); err != nil {
 		return usageError{err}
 	}
-	paths, err := f.in.checkInputs(f.allowDup)
+	stderr := cmd.ErrOrStderr()
+	tok, res, err := f.tok.resolve(stderr)
 	if err != nil {
 		return err
+	}
+
+	var inputs []pipeline.Input
+	for _, name := range f.in.names() {
+		name := name
+		inputs = append(inputs, pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }})
 	}
 	echo := map[string]any{
 		"format": f.format, "shard_rows": f.shardRows, "shard_bytes": f.shardMB, "seed": f.seed,
@@ -194,69 +198,6 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		"sft_loss": f.sftLoss, "drop_last": f.dropLast, "tools": f.toolsFile, "assistant_text_with_tools": f.textTools,
 		"max_line_bytes": f.in.maxLineBytes, "missing_label": f.in.missingLabel, "strict": f.in.strict,
 		"max_reject_frac": f.maxReject, "partition_size": f.partitionSize,
-	}
-	// The output directory before the tokenizer (which may try a download): a refusal
-	// comes at once.
-	od, err := export.OpenOutDir(f.out, export.OutDirOptions{Inputs: paths})
-	if err != nil {
-		if isRefusal(err) {
-			return usageError{err}
-		}
-		return err
-	}
-	defer od.Close()
-	if f.rejects != "" {
-		if err := od.CheckOutput("--rejects", f.rejects, export.RejectsName, false); err != nil {
-			return usageError{err}
-		}
-	}
-	if f.report != "" && f.report != "-" {
-		if err := od.CheckOutput("--report", f.report, export.ReportName, true); err != nil {
-			return usageError{err}
-		}
-	}
-	recorded := maps.Clone(echo)
-	if f.numShards > 1 {
-		recorded["shard_index"], recorded["num_shards"] = f.shard, f.numShards
-	}
-	replace := f.force
-	if od.Previous != nil && !f.force {
-		why := configDiff(od.Previous.Config, recorded)
-		if why == "" {
-			if why, err = inputsDiff(od.Previous.Inputs, f.in.names(), false); err != nil {
-				return err
-			}
-		}
-		if why != "" {
-			return refuseFinished(f.out, why)
-		}
-	}
-	stderr := cmd.ErrOrStderr()
-	tok, res, err := f.tok.resolve(stderr)
-	if err != nil {
-		return err
-	}
-	if od.Previous != nil && !f.force {
-		why := tokenizerDiff(od.Previous.Tokenizer, tok, res)
-		if why == "" {
-			if why, err = inputsDiff(od.Previous.Inputs, f.in.names(), true); err != nil {
-				return err
-			}
-		}
-		if why != "" {
-			return refuseFinished(f.out, why)
-		}
-		replace = true // the same run again: its output would be byte-identical
-	}
-
-	var inputs []pipeline.Input
-	for _, name := range f.in.names() {
-		name := name
-		in := pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }}
-		if slices.Contains(paths, name) {
-			in.Path = name
-		}
-		inputs = append(inputs, in)
 	}
 	var bar *progressbar.ProgressBar
 	if !f.noBar && term.IsTerminal(int(os.Stderr.Fd())) {
@@ -266,7 +207,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	}
 	cfg := pipeline.Config{
 		Inputs: inputs, Loader: lcfg, Tokenizer: tok, TokKind: res.Kind, TokSource: res.Source, TokDemo: res.Demo,
-		Render: ropt, KTO: kc, Out: f.out, Force: replace, OutDir: od,
+		Render: ropt, KTO: kc, Out: f.out, Force: f.force,
 		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
 		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
 		NumShards: f.numShards, ShardIndex: f.shard, PartitionSize: f.partitionSize,
@@ -299,7 +240,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		bar.Finish()
 	}
 	if err != nil {
-		if isRefusal(err) {
+		if errors.Is(err, export.ErrOutputExists) {
 			return usageError{err}
 		}
 		return err

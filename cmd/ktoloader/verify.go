@@ -63,9 +63,6 @@ func runVerify(w io.Writer, dir string, asJSON bool) error {
 		if rep.Omitted > 0 {
 			fmt.Fprintf(w, "… and %d more violations not listed\n", rep.Omitted)
 		}
-		for _, n := range rep.Notes {
-			fmt.Fprintln(w, "note:", n)
-		}
 		verdict := "OK"
 		if !rep.OK() {
 			verdict = fmt.Sprintf("%d violations", len(rep.Violations)+rep.Omitted)

@@ -49,8 +49,6 @@ type MergeConfig struct {
 	Out    string
 	Force  bool // replace a finished run in Out
 	Copy   bool // copy sft/ files rather than hard-link them
-
-	od *export.OutDir // Out, held for the merge
 }
 
 // Merge sentinel errors.
@@ -78,18 +76,9 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 			return nil, fmt.Errorf("merge: the output %s is one of the inputs", cfg.Out)
 		}
 	}
-	od, err := export.OpenOutDir(cfg.Out, export.OutDirOptions{})
-	if err != nil {
+	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
 		return nil, err
 	}
-	defer od.Close()
-	if od.Previous != nil && !cfg.Force {
-		return nil, fmt.Errorf("%s: %w", cfg.Out, export.ErrOutputExists)
-	}
-	if err := od.Clear(); err != nil {
-		return nil, err
-	}
-	cfg.od = od
 	first := runs[0].m
 	m := export.NewManifest()
 	for k, v := range first.Config {
@@ -103,7 +92,6 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	wopt.Out = od
 	m.KTO.BatchSize = kc.BatchSize
 	m.Packing.MaxLen = kc.MaxLen
 
@@ -141,13 +129,13 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if tr, ok := m.KTO.Splits["train"]; ok {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
-	if m.Rejects, err = concatRejects(od, runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
+	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
 		return nil, err
 	}
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
 		return nil, err
 	}
-	return m, od.Finish()
+	return m, nil
 }
 
 // readShardRuns reads the inputs' manifests and checks that they are the shards of one run,
@@ -570,7 +558,7 @@ func linkSFT(cfg MergeConfig, runs []shardRun, split string, maxLen int) ([]expo
 	for _, s := range srcs {
 		name := fmt.Sprintf("%s-%05d-of-%05d.%s", split, s.idx, base, s.f.Format)
 		rel := path.Join(export.KindSFT, name)
-		if err := linkOrCopy(cfg.od, filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), filepath.Join(cfg.Out, filepath.FromSlash(rel)), cfg.Copy); err != nil {
+		if err := linkOrCopy(filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), filepath.Join(cfg.Out, filepath.FromSlash(rel)), cfg.Copy); err != nil {
 			return files, info, err
 		}
 		f := s.f
@@ -582,11 +570,8 @@ func linkSFT(cfg MergeConfig, runs []shardRun, split string, maxLen int) ([]expo
 
 // linkOrCopy makes dst hold src's bytes: a hard link unless copy is set or linking fails
 // (another file system), else a copy written under a temporary name and renamed.
-func linkOrCopy(od *export.OutDir, src, dst string, copy bool) error {
+func linkOrCopy(src, dst string, copy bool) error {
 	if !copy {
-		if err := od.Record(dst); err != nil {
-			return err
-		}
 		if err := os.Link(src, dst); err == nil {
 			return nil
 		}
@@ -596,7 +581,7 @@ func linkOrCopy(od *export.OutDir, src, dst string, copy bool) error {
 		return err
 	}
 	defer in.Close()
-	out, err := od.CreateAtomic(dst)
+	out, err := export.CreateAtomic(dst)
 	if err != nil {
 		return err
 	}
@@ -609,8 +594,8 @@ func linkOrCopy(od *export.OutDir, src, dst string, copy bool) error {
 
 // concatRejects writes the runs' rejects files, in shard order, to dst, and returns its
 // manifest entry.
-func concatRejects(od *export.OutDir, runs []shardRun, dst string) (*export.RejectsInfo, error) {
-	out, err := od.CreateAtomic(dst)
+func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
+	out, err := export.CreateAtomic(dst)
 	if err != nil {
 		return nil, err
 	}

@@ -30,7 +30,6 @@ package pipeline
 import (
 	"errors"
 	"fmt"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -46,17 +45,14 @@ type Config struct {
 	Inputs []Input // in order; each names how it is opened and recorded
 	Loader loader.Config
 
-	Tokenizer *tokenize.Tokenizer
-	TokKind   string // how it was found (path, env, hf-cache, download, demo)
-	TokSource string // as given or found, never an absolute path the user did not type
-	TokDemo   bool
-	Render    tokenize.Options
-	KTO       kto.Config
-	Out       string
-	Force     bool // replace a finished run in Out
-	// OutDir, when set, is Out already opened (export.OpenOutDir) by the caller, who closes
-	// it; else Run opens and closes it, protecting the inputs' files.
-	OutDir     *export.OutDir
+	Tokenizer  *tokenize.Tokenizer
+	TokKind    string // how it was found (path, env, hf-cache, download, demo)
+	TokSource  string // as given or found, never an absolute path the user did not type
+	TokDemo    bool
+	Render     tokenize.Options
+	KTO        kto.Config
+	Out        string
+	Force      bool
 	Writer     export.WriterOptions
 	Rejects    string // path of the rejects file; "" means OUT/rejects.jsonl
 	Workers    int    // default: all cores; never changes the output
@@ -84,7 +80,6 @@ type Config struct {
 // Input is one input: its recorded name (as given on the command line) and how to open it.
 type Input struct {
 	Name string
-	Path string // the file read, "" for stdin or the embedded sample: never written or removed
 	Open func(loader.Config) (*loader.Reader, error)
 }
 
@@ -119,33 +114,14 @@ func Run(cfg Config) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	od := cfg.OutDir
-	if od == nil {
-		var paths []string
-		for _, in := range cfg.Inputs {
-			if in.Path != "" {
-				paths = append(paths, in.Path)
-			}
-		}
-		if od, err = export.OpenOutDir(cfg.Out, export.OutDirOptions{Inputs: paths}); err != nil {
-			return nil, err
-		}
-		defer od.Close()
-	}
-	if od.Previous != nil && !cfg.Force {
-		return nil, fmt.Errorf("%s: %w", cfg.Out, export.ErrOutputExists)
+	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
+		return nil, err
 	}
 	rejPath := cfg.Rejects
 	if rejPath == "" {
-		rejPath = filepath.Join(cfg.Out, export.RejectsName)
-	} else if err := od.CheckOutput("--rejects", rejPath, export.RejectsName, false); err != nil {
-		return nil, err
+		rejPath = cfg.Out + "/rejects.jsonl"
 	}
-	if err := od.Clear(); err != nil {
-		return nil, err
-	}
-	cfg.Writer.Out = od
-	rej, err := NewRejectsIn(od, rejPath)
+	rej, err := NewRejects(rejPath)
 	if err != nil {
 		return nil, err
 	}
@@ -225,14 +201,14 @@ func Run(cfg Config) (*export.Manifest, error) {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
 
-	m.Rejects = rej.Info(od)
+	m.Rejects = rej.Info(cfg.Out)
 	if err := rej.Commit(); err != nil {
 		return nil, err
 	}
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
 		return nil, err
 	}
-	return m, od.Finish()
+	return m, nil
 }
 
 // splitPart is one split's examples: their keys and their indices in the spill.

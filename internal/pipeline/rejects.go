@@ -31,18 +31,14 @@ type countWriter struct{ n int64 }
 func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
 
 // NewRejects starts the rejects file at path; "" gives a nil (discarding) Rejects.
-func NewRejects(path string) (*Rejects, error) { return NewRejectsIn(nil, path) }
-
-// NewRejectsIn is NewRejects for the run holding od: the file is recorded in od's journal
-// before it is renamed into place.
-func NewRejectsIn(od *export.OutDir, path string) (*Rejects, error) {
+func NewRejects(path string) (*Rejects, error) {
 	if path == "" {
 		return nil, nil
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return nil, err
 	}
-	f, err := od.CreateAtomic(path)
+	f, err := export.CreateAtomic(path)
 	if err != nil {
 		return nil, err
 	}
@@ -69,13 +65,15 @@ func (w *Rejects) Commit() error {
 	return w.f.Commit()
 }
 
-// Info is the file's entry for the manifest, its path relative to the output directory od
-// holds (slashes; "../rej.jsonl" for one beside it), so verify finds it from anywhere.
-func (w *Rejects) Info(od *export.OutDir) *export.RejectsInfo {
+// Info is the file's entry for the manifest, its path made relative to out when inside it.
+func (w *Rejects) Info(out string) *export.RejectsInfo {
 	if w == nil {
 		return nil
 	}
-	p := od.RelPath(w.path)
+	p := w.path
+	if rel, err := filepath.Rel(out, p); err == nil && rel == export.RejectsName {
+		p = export.RejectsName
+	}
 	return &export.RejectsInfo{Path: p, Rows: w.N, Bytes: w.cw.n, SHA256: hex.EncodeToString(w.h.Sum(nil))}
 }
 

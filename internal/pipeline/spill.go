@@ -9,7 +9,6 @@ import (
 	"math"
 	"os"
 
-	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -30,7 +29,7 @@ type spill struct {
 }
 
 func newSpill(dir string) (*spill, error) {
-	f, err := os.CreateTemp(dir, export.TempPattern("spill"))
+	f, err := os.CreateTemp(dir, ".tmp-spill-*")
 	if err != nil {
 		return nil, err
 	}
