@@ -17,8 +17,8 @@ func init() {
 		Short: "Re-read an output directory and check every file against its manifest and the shard contracts",
 		Long: `verify re-reads every file that OUT/manifest.json lists and checks:
 
-  - size, sha256 and row count as listed; the schema (column names and types) as DESIGN.md
-    gives them; no unlisted or temporary file in kto/, kto_packed/ or sft/;
+  - size, sha256 and row count as listed; the schema (column names and types) as
+    docs/FORMAT.md gives them; no unlisted or temporary file in kto/, kto_packed/ or sft/;
   - the manifest's counts (read = written + rejected, splits, labels, behaviors) against
     each other, the files and rejects.jsonl;
   - kto/: batches of exactly kto.batch_size rows (the last may be shorter) and TRL's KL
