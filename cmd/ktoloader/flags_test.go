@@ -17,7 +17,7 @@ func TestExpandOptionalValues(t *testing.T) {
 		{[]string{"prep", "--report", "-"}, []string{"prep", "--report", "-"}},
 		{[]string{"prep", "--", "--report"}, []string{"prep", "--", "--report"}},
 		{[]string{"report", "--html", "x"}, []string{"report", "--html", "x"}}, // not an optional-value flag
-		{[]string{"verify", "--report"}, []string{"verify", "--report"}},     // no such flag there: left to fail
+		{[]string{"verify", "--report"}, []string{"verify", "--report"}},       // no such flag there: left to fail
 	} {
 		if got := expandOptionalValues(c.in); !slices.Equal(got, c.want) {
 			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
