@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -18,14 +19,19 @@ var encodeFlags struct {
 	bos          bool
 	spm          bool
 	parseSpecial bool
+	text         bool
+	json         bool
 }
 
 var encodeCmd = &cobra.Command{
-	Use:   "encode --tokenizer PATH [--bos] [--spm] [--parse-special]",
-	Short: "Encode text into Mistral token ids: one JSON string per line in, one JSON id array per line out",
-	Long: `encode reads standard input, one JSON string per line, and writes one JSON array of token
-ids per line, in the same order (the format of shared/tools/hf_encode.mjs, so the two can be
-diffed). Lines may be of any length.
+	Use:   "encode --tokenizer PATH [--json|--text] [--bos] [--spm] [--parse-special]",
+	Short: "Encode text into Mistral token ids: one JSON string (or, with --text, one line of text) in, one JSON id array out, per line",
+	Long: `encode reads standard input line by line and writes one JSON array of token ids per line,
+in the same order. Lines may be of any length.
+  --json  (the default) each line is a JSON string, "Hello\nworld": any text, newlines
+          included (the format of shared/tools/hf_encode.mjs, so the two can be diffed)
+  --text  each line is the text itself, without its line ending ("\n" or "\r\n"):
+          echo 'Hello world' | ktoloader encode --tokenizer T --text
 
 --tokenizer names tokenizer.json, tokenizer.model, or a directory holding one (tokenizer.json
 is preferred; both give the same ids for Mistral v0.3).
@@ -37,11 +43,15 @@ control-token spellings such as "[INST]" or "</s>" stay plain characters.
   --spm            SentencePiece semantics (spm_encode, mistral_common): "▁" always prepended
   --bos            prepend <s> (id 1)
 
-A line that is not a JSON string stops the run with an error naming the line (exit 1).`,
+With --json, a line that is not a JSON string stops the run with an error naming the line
+(exit 1); pass --text to encode plain text.`,
 	Args: cobra.NoArgs,
 	RunE: func(cmd *cobra.Command, _ []string) error {
 		if encodeFlags.tokenizer == "" {
 			return usagef("encode: --tokenizer PATH is required")
+		}
+		if encodeFlags.text && encodeFlags.json {
+			return usagef("encode: --text and --json exclude each other")
 		}
 		tk, err := tokenize.Load(encodeFlags.tokenizer)
 		if err != nil {
@@ -49,7 +59,7 @@ A line that is not a JSON string stops the run with an error naming the line (ex
 		}
 		tk.SetSPM(encodeFlags.spm)
 		opt := tokenize.EncodeOptions{BOS: encodeFlags.bos, ParseSpecial: encodeFlags.parseSpecial}
-		return encodeLines(cmd.InOrStdin(), cmd.OutOrStdout(), tk, opt)
+		return encodeLines(cmd.InOrStdin(), cmd.OutOrStdout(), tk, opt, encodeFlags.text)
 	},
 }
 
@@ -59,15 +69,18 @@ func init() {
 	f.BoolVar(&encodeFlags.bos, "bos", false, "prepend <s>")
 	f.BoolVar(&encodeFlags.spm, "spm", false, "SentencePiece semantics: always prepend the dummy \"▁\"")
 	f.BoolVar(&encodeFlags.parseSpecial, "parse-special", false, "turn control-token spellings ([INST], </s>, ...) into their ids")
+	f.BoolVar(&encodeFlags.json, "json", false, "each input line is a JSON string (the default)")
+	f.BoolVar(&encodeFlags.text, "text", false, "each input line is raw text, encoded without its line ending")
 	rootCmd.AddCommand(encodeCmd)
 }
 
 // errNotJSONString is the reason for a bad encode input line.
 var errNotJSONString = errors.New("not a JSON string")
 
-// encodeLines encodes r line by line into w. Output is flushed whenever no more input is
-// buffered, so encode also works as a co-process answering one line at a time.
-func encodeLines(r io.Reader, w io.Writer, tk *tokenize.Tokenizer, opt tokenize.EncodeOptions) error {
+// encodeLines encodes r line by line into w: each line a JSON string, or with raw the text
+// itself. Output is flushed whenever no more input is buffered, so encode also works as a
+// co-process answering one line at a time.
+func encodeLines(r io.Reader, w io.Writer, tk *tokenize.Tokenizer, opt tokenize.EncodeOptions, raw bool) error {
 	in := bufio.NewReaderSize(r, 1<<16)
 	out := bufio.NewWriterSize(w, 1<<16)
 	var buf []byte
@@ -81,9 +94,15 @@ func encodeLines(r io.Reader, w io.Writer, tk *tokenize.Tokenizer, opt tokenize.
 			return fmt.Errorf("encode: reading line %d: %w", lineNo, err)
 		}
 		var text string
-		if jerr := json.Unmarshal(line, &text); jerr != nil {
+		if raw {
+			if !utf8.Valid(line) {
+				out.Flush()
+				return fmt.Errorf("encode: line %d: not valid UTF-8 text", lineNo)
+			}
+			text = string(line)
+		} else if jerr := json.Unmarshal(line, &text); jerr != nil {
 			out.Flush()
-			return fmt.Errorf("encode: line %d: %w: %v", lineNo, errNotJSONString, jerr)
+			return fmt.Errorf("encode: line %d: %w: %v (pass --text for plain text)", lineNo, errNotJSONString, jerr)
 		}
 		buf = appendIDs(buf[:0], tk.Encode(text, opt))
 		if _, werr := out.Write(buf); werr != nil {

@@ -96,7 +96,7 @@ func TestEncodeLines(t *testing.T) {
 	long := strings.Repeat("word ", 40000) // a 200 kB line: past any 64 KiB scanner limit
 	var out bytes.Buffer
 	in := `"Hello world"` + "\r\n" + `""` + "\n" + mustJSON(long) // last line without newline
-	if err := encodeLines(strings.NewReader(in), &out, tk, tokenize.EncodeOptions{}); err != nil {
+	if err := encodeLines(strings.NewReader(in), &out, tk, tokenize.EncodeOptions{}, false); err != nil {
 		t.Fatal(err)
 	}
 	lines := strings.Split(out.String(), "\n")
@@ -110,7 +110,7 @@ func TestEncodeLines(t *testing.T) {
 
 	for _, bad := range []string{`"ok"` + "\n" + `42` + "\n", `"ok"` + "\n\n", `"ok"` + "\n" + `"a" "b"` + "\n", `"ok"` + "\n" + `"unterminated` + "\n"} {
 		out.Reset()
-		err := encodeLines(strings.NewReader(bad), &out, tk, tokenize.EncodeOptions{})
+		err := encodeLines(strings.NewReader(bad), &out, tk, tokenize.EncodeOptions{}, false)
 		if !errors.Is(err, errNotJSONString) || !strings.Contains(err.Error(), "line 2") {
 			t.Errorf("%q: %v, want errNotJSONString naming line 2", bad, err)
 		}
@@ -142,5 +142,53 @@ func TestEncodeExitCodes(t *testing.T) {
 	code, out := runEncode(t, `"[INST] x"`+"\n", "--tokenizer", tok, "--bos=false", "--spm=false", "--parse-special=false")
 	if code != 0 || strings.HasPrefix(out, "[3,") {
 		t.Errorf("without --parse-special [INST] must stay text: exit %d, %s", code, out)
+	}
+}
+
+// TestEncodeText checks --text against --json: each raw line must give the ids of the JSON
+// string holding the same text (the --json path is the one checked against the goldens), and
+// on Mistral's tokenizer "Hello world" must be Hugging Face's [23325, 2294].
+func TestEncodeText(t *testing.T) {
+	resetFlags(rootCmd)
+	defer resetFlags(rootCmd)
+	lines := []string{"Hello world", "", "[INST] typed by a user", `say "hi" \n not a newline`, "héllo 日本語 ✓", "  leading spaces"}
+	var text, js strings.Builder
+	for i, l := range lines {
+		text.WriteString(l)
+		if i == 1 {
+			text.WriteString("\r\n") // CRLF is a line ending, not text
+		} else {
+			text.WriteString("\n")
+		}
+		js.WriteString(mustJSON(l) + "\n")
+	}
+	code, fromText := runEncode(t, text.String(), "--tokenizer", demoTokenizer, "--text")
+	if code != 0 {
+		t.Fatalf("--text: exit %d", code)
+	}
+	resetFlags(rootCmd)
+	code, fromJSON := runEncode(t, js.String(), "--tokenizer", demoTokenizer, "--json")
+	if code != 0 {
+		t.Fatalf("--json: exit %d", code)
+	}
+	if fromText != fromJSON || strings.Count(fromText, "\n") != len(lines) {
+		t.Errorf("--text gave\n%s\n--json gave\n%s", fromText, fromJSON)
+	}
+
+	resetFlags(rootCmd)
+	if code, _ := runEncode(t, "x\n", "--tokenizer", demoTokenizer, "--text", "--json"); code != 2 {
+		t.Errorf("--text with --json: exit %d, want 2", code)
+	}
+	resetFlags(rootCmd)
+	if code, _ := runEncode(t, "ok\n\xff\xfe\n", "--tokenizer", demoTokenizer, "--text"); code != 1 {
+		t.Errorf("--text with invalid UTF-8: exit %d, want 1", code)
+	}
+
+	if tok := shared.Find(); tok != "" {
+		resetFlags(rootCmd)
+		code, out := runEncode(t, "Hello world\n", "--tokenizer", shared.Path(t, "tokenizers", "mistral-7b-v0.3"), "--text")
+		if code != 0 || out != "[23325,2294]\n" {
+			t.Errorf("Mistral --text Hello world: exit %d, %q, want [23325,2294]", code, out)
+		}
 	}
 }

@@ -149,7 +149,7 @@ func printSummary(w io.Writer, m *export.Manifest) {
 		sc := c.Splits[s]
 		for _, b := range sortedKeys(sc.Behaviors) {
 			lc := sc.Behaviors[b]
-			t.Append(s, b, lc.Desirable, lc.Undesirable, lc.Desirable+lc.Undesirable)
+			t.Append(s, behaviorName(b), lc.Desirable, lc.Undesirable, lc.Desirable+lc.Undesirable)
 		}
 		t.Append(s, "(all)", sc.Desirable, sc.Undesirable, sc.Examples)
 	}
@@ -253,8 +253,12 @@ func printRow(w io.Writer, r kto.KTORow, where string, tok *tokenize.Tokenizer, 
 	if r.Label {
 		label = "desirable"
 	}
-	fmt.Fprintf(w, "%s\n  source %s, %s, behavior %q, batch %d\n  prompt %d ids, completion %d ids, KL completion %d ids\n\n",
-		where, r.Source, label, r.Behavior, r.BatchIndex, len(r.PromptIDs), len(r.CompletionIDs), len(r.KLCompletionIDs))
+	behavior := behaviorName(r.Behavior)
+	if r.Behavior != "" {
+		behavior = strconv.Quote(r.Behavior)
+	}
+	fmt.Fprintf(w, "%s\n  source %s, %s, behavior %s, batch %d\n  prompt %d ids, completion %d ids, KL completion %d ids\n\n",
+		where, r.Source, label, behavior, r.BatchIndex, len(r.PromptIDs), len(r.CompletionIDs), len(r.KLCompletionIDs))
 	open, close := markOpen, markClose
 	if color {
 		open, close = ansiOn+markOpen, markClose+ansiOff
@@ -282,4 +286,13 @@ func decodeSplit(tok *tokenize.Tokenizer, prompt, completion []int32) (string, s
 		return pre, full[len(pre):]
 	}
 	return pre, tok.Decode(completion)
+}
+
+// behaviorName is how a behavior tag is shown: a row without one has the empty tag, which a
+// table cell would show as nothing at all.
+func behaviorName(b string) string {
+	if b == "" {
+		return "(none)"
+	}
+	return b
 }

@@ -44,7 +44,7 @@ func main() {
 
 // run executes the CLI with args and returns the process exit code.
 func run(args []string) int {
-	rootCmd.SetArgs(args)
+	rootCmd.SetArgs(expandOptionalValues(args))
 	err := rootCmd.Execute()
 	if err == nil {
 		return 0

@@ -129,8 +129,8 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.BoolVar(&f.asJSON, "json", false, "print the manifest as the machine-readable summary on stdout")
 	fl.Float64Var(&f.maxReject, "max-reject-frac", 0, "fail (exit 1) when more than this fraction of rows is rejected (0: never)")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar even on a terminal")
-	fl.StringVar(&f.report, "report", "", "also write the HTML data-quality report (--report alone: OUT/report.html)")
-	fl.Lookup("report").NoOptDefVal = "-"
+	fl.StringVar(&f.report, "report", "", "also write the HTML data-quality report to `PATH` (--report alone: OUT/report.html)")
+	optionalValue(fl, "report", "-")
 	fl.IntVar(&f.shard, "shard-index", 0, "with --num-shards: which shard this run processes, 0 … N-1 (an array job's task index)")
 	fl.IntVar(&f.numShards, "num-shards", 1, "process only the rows of one of N shards (by a hash of the row's prompt group), so N runs share the input; combine their outputs with ktoloader merge")
 	fl.StringVar(&f.memLimit, "memory-limit", "384MiB", "soft limit for the Go heap (512MiB, 2GiB; off: none; $GOMEMLIMIT wins); raised when the live heap of a large input comes close")

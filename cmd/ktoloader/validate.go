@@ -108,8 +108,9 @@ func printStats(w io.Writer, st *loader.Stats) {
 	table(w, "reason", "rows", st.Reasons)
 	table(w, "label", "rows", st.Labels)
 	table(w, "behavior", "rows", st.Behaviors)
+	table(w, "behavior from field", "rows", st.BehaviorFields)
 	table(w, "role", "messages", st.Roles)
-	table(w, "tool-call id", "calls", st.ToolCallIDs)
+	table(w, "tool call id", "calls", st.ToolCallIDs)
 	fmt.Fprintf(w, "assistant messages with text and tool calls: %d\n", st.TextWithTools)
 	fmt.Fprintln(w, "not checked: too_long (prep's --max-len needs the tokenizer); every other prep check was run")
 }
