@@ -5,8 +5,12 @@
     python3 examples/check_examples.py --data OUT      # also every row of OUT's kto/ and sft/ shards
                                                        # (needs pyarrow to read Parquet)
     python3 examples/check_examples.py --data OUT --rows-dir DUMP
-                                                       # same, reading DUMP/kto/train-…jsonl (one JSON
-                                                       # object per row, named like the .parquet shard)
+                                                       # same without pyarrow, reading DUMP/kto/train-…jsonl
+                                                       # as `ktoloader dump OUT --to DUMP` writes them
+
+Exit status: 0 every check ran and passed; 1 a check failed; 2 bad arguments; 3 SKIPPED: a
+check that was asked for could not run (--data without pyarrow and without --rows-dir), so
+nothing is claimed about it. A run without --data checks the helpers only and says so.
 
 The references are TRL's own formulas and docstring examples (trl/trainer/kto_trainer.py:
 add_kl_completion_ids in KTOTrainer._prepare_dataset, DataCollatorForUnpairedPreference;
@@ -368,7 +372,10 @@ class RealShardsTest(unittest.TestCase):
             try:
                 import pyarrow.parquet  # noqa: F401
             except ImportError:
-                raise unittest.SkipTest("pyarrow is not installed (give --rows-dir with JSONL dumps instead)") from None
+                raise unittest.SkipTest(
+                    "pyarrow is not installed: the shards were NOT checked "
+                    "(run `ktoloader dump OUT --to DUMP` and give --rows-dir DUMP)"
+                ) from None
         cls.m = ks.read_manifest(DATA)
         cls.rows = {}
         for kind in ("kto", "sft"):
@@ -440,10 +447,70 @@ class RealShardsTest(unittest.TestCase):
                     self.assertEqual([s for s, _ in got], [s for s, _ in want])
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+
+
+class _Stream:
+    """The writeln stream unittest's result classes expect."""
+
+    def __init__(self, f):
+        self.f = f
+
+    def write(self, s):
+        self.f.write(s)
+
+    def writeln(self, s=""):
+        self.f.write(s + "\n")
+
+    def flush(self):
+        self.f.flush()
+
+
+def run_checks(names, out=sys.stderr):
+    """Run the checks (all, or the named ones) and return the exit status.
+
+    unittest's own runner ends a run that skipped a test with "OK (skipped=1)" and status 0,
+    which reads as a pass; here a skip is SKIPPED with its own status.
+    """
+    module = sys.modules[__name__]
+    loader = unittest.TestLoader()
+    suite = loader.loadTestsFromNames(names, module) if names else loader.loadTestsFromModule(module)
+    if DATA is None and not names:  # not asked for: leave it out rather than report a skip
+        suite = unittest.TestSuite(
+            t for group in suite for t in (group if isinstance(group, unittest.TestSuite) else [group])
+            if not isinstance(t, RealShardsTest) and not (isinstance(t, unittest.TestSuite) and
+                                                           any(isinstance(x, RealShardsTest) for x in t))
+        )
+    stream = _Stream(out)
+    result = unittest.TextTestResult(stream, True, 2)
+    suite.run(result)
+    result.printErrors()
+    stream.writeln("-" * 70)
+    if result.testsRun == 0:
+        stream.writeln("FAILED: no checks ran")
+        return EXIT_FAILED
+    if result.failures or result.errors:
+        stream.writeln(f"FAILED: {len(result.failures)} failures, {len(result.errors)} errors in {result.testsRun} checks")
+        return EXIT_FAILED
+    if result.skipped:
+        stream.writeln(f"SKIPPED: {result.testsRun} checks ran and passed, but these could not run, so nothing is claimed about them:")
+        for test, reason in result.skipped:
+            stream.writeln(f"  {test.id()}: {reason}")
+        return EXIT_SKIPPED
+    what = f"shards of {DATA} checked row by row" if DATA else "helpers and settings only, no shards checked: give --data OUT for that"
+    stream.writeln(f"OK: {result.testsRun} checks passed ({what})")
+    return EXIT_OK
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", help="a ktoloader prep output directory to check row by row")
-    parser.add_argument("--rows-dir", help="JSONL dumps of --data's shards, laid out like --data (for machines without pyarrow)")
-    opts, rest = parser.parse_known_args()
+    parser.add_argument("--rows-dir", help="JSONL dumps of --data's shards (`ktoloader dump OUT --to DUMP`), for machines without pyarrow")
+    parser.add_argument("tests", nargs="*", help="run only these checks (e.g. RealShardsTest.test_kto)")
+    opts = parser.parse_args()
     DATA, ROWS_DIR = opts.data, opts.rows_dir
-    unittest.main(argv=[sys.argv[0]] + rest, verbosity=2)
+    if ROWS_DIR is not None and DATA is None:
+        parser.error("--rows-dir needs --data OUT (the manifest is read from there)")
+    if ROWS_DIR is not None and not os.path.isdir(ROWS_DIR):
+        parser.error(f"--rows-dir {ROWS_DIR}: not a directory")
+    sys.exit(run_checks(opts.tests))
