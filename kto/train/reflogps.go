@@ -138,12 +138,12 @@ type refSidecar struct {
 	Init           string       `json:"init"`
 	// Weights fingerprints pretrained weights (weightsFingerprint; "" for random ones drawn
 	// from Seed by Init); DType is the dtype the reference ran in.
-	Weights string `json:"weights,omitempty"`
-	DType   string `json:"dtype,omitempty"`
-	MaxLen         int          `json:"max_len"`
-	BatchSize      int          `json:"batch_size"`
-	Rows           int          `json:"rows"`
-	ParquetSHA256  string       `json:"parquet_sha256"`
+	Weights       string `json:"weights,omitempty"`
+	DType         string `json:"dtype,omitempty"`
+	MaxLen        int    `json:"max_len"`
+	BatchSize     int    `json:"batch_size"`
+	Rows          int    `json:"rows"`
+	ParquetSHA256 string `json:"parquet_sha256"`
 }
 
 // shardStamp identifies a shard. Hashing reads the shards once more, which is cheap next

@@ -1,8 +1,6 @@
 package train
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -88,38 +86,18 @@ func ResolveModel(spec string, vocab, maxLen int, offline bool, status func(stri
 	if src.Dir == "" {
 		return src, nil
 	}
-	if !safetensors.HasWeights(src.Dir) {
-		// Refuse Mistral's native layout rather than silently training random weights.
-		if _, err := os.Stat(filepath.Join(src.Dir, "consolidated.safetensors")); err == nil {
-			return src, &safetensors.Error{File: filepath.Join(src.Dir, "consolidated.safetensors"), Err: safetensors.ErrNativeFormat,
-				Detail: "Mistral's native names and interleaved RoPE; use the Hugging Face files (model*.safetensors)"}
-		}
+	// OpenDir refuses Mistral's native consolidated.safetensors (other names, interleaved
+	// RoPE) rather than letting the run silently train random weights.
+	d, err := safetensors.OpenDir(src.Dir)
+	if errors.Is(err, safetensors.ErrNoWeights) {
 		return src, nil
 	}
-	src.Weights = true
-	src.Fingerprint, err = weightsFingerprint(src.Dir)
-	return src, err
-}
-
-// weightsFingerprint hashes the weight files' names, sizes and headers.
-func weightsFingerprint(dir string) (string, error) {
-	d, err := safetensors.OpenDir(dir)
 	if err != nil {
-		return "", err
+		return src, err
 	}
 	defer d.Close()
-	h := sha256.New()
-	for _, f := range d.Files {
-		st, err := os.Stat(f.Path)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s %d\n", filepath.Base(f.Path), st.Size())
-		for _, t := range f.Tensors() {
-			fmt.Fprintf(h, "%s %s %v %d %d\n", t.Name, t.DType, t.Shape, t.Offset, t.Length)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	src.Weights, src.Fingerprint = true, d.Fingerprint()
+	return src, nil
 }
 
 // ErrWeights marks pretrained weights that do not fit the model config.
