@@ -112,6 +112,8 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.Float64Var(&o.WeightDecay, "weight-decay", 0, "AdamW decoupled weight decay")
 	fl.Float64Var(&f.clipGradNorm, "clip-grad-norm", train.DefaultClipGradNorm, "clip the global gradient norm (0 disables)")
 	fl.IntVar(&o.GradAccum, "grad-accum", 1, "KTO batches per optimizer step (gradients averaged)")
+	fl.IntVar(&o.MicroBatch, "micro-batch", 0, "examples per forward/backward pass, gradients accumulated over the KTO batch (0: the whole batch in one pass; z0 stays the whole batch's)")
+	fl.BoolVar(&o.Recompute, "recompute", false, "per-layer recomputation: keep only each decoder layer's input for the backward pass and recompute the layer there (~1 more forward; needs --lora-dropout 0)")
 	fl.IntVar(&o.Steps, "steps", 0, "optimizer steps (default: --epochs passes over the train split)")
 	fl.IntVar(&o.Epochs, "epochs", train.DefaultEpochs, "passes over the train split when --steps is 0")
 	fl.Int64Var(&f.seed, "seed", train.DefaultSeed, "seed of the initial weights (and so of the reference model)")
@@ -357,7 +359,21 @@ func runPlan(cmd *cobra.Command, f *trainFlags) error {
 	if err != nil {
 		return usageError{fmt.Errorf("train --plan: --gpu-memory: %w", err)}
 	}
-	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: f.planMaxLen, BatchSize: f.planBatch, GPUMemory: mem}
+	maxLen, batch := f.planMaxLen, f.planBatch
+	if o.DataDir != "" {
+		m, err := train.ReadManifest(o.DataDir)
+		if err != nil {
+			return fmt.Errorf("train --plan: %w", err)
+		}
+		if m.MaxLen > 0 {
+			maxLen = m.MaxLen
+		}
+		if m.BatchSize > 0 {
+			batch = m.BatchSize
+		}
+	}
+	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: maxLen, BatchSize: batch, GPUMemory: mem,
+		MicroBatch: min(o.MicroBatch, batch), Recompute: o.Recompute}
 	if o.LoRA.Rank > 0 {
 		po.LoRATargets = splitList(f.loraTargets)
 	}

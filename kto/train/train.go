@@ -118,12 +118,17 @@ type runState struct {
 	optim    gradientOptimizer
 	trainEx  *shapedExec // apply the update
 	accumEx  *shapedExec // accumulate gradients only (GradAccum > 1)
+	// With micro-batches (micro.go): the KL pass, and the gradient passes that apply the
+	// update or only accumulate.
+	klEx, trainMicroEx, accumMicroEx *shapedExec
 	evalEx   *shapedExec
 	refEx    *shapedExec
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
 	fixedDims *layoutDims
+	// fixedMicroDims is fixedDims for micro-batches.
+	fixedMicroDims *layoutDims
 	// refTrain and refTest cache the splits' reference log-probs (nil: on the fly).
 	refTrain *refCache
 	refTest  *refCache
@@ -275,9 +280,15 @@ func (s *runState) setup() error {
 		}
 	}
 	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph(s.refNet))
-	s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true))
-	if o.GradAccum > 1 {
-		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
+	if s.microPasses() == 1 {
+		s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, false))
+		if o.GradAccum > 1 {
+			s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, false))
+		}
+	} else {
+		s.klEx = newShapedExec(s.backend, s.ctx, s.klGraph)
+		s.trainMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, true))
+		s.accumMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, true))
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
