@@ -26,7 +26,7 @@ func trainedWeights(t *testing.T, o Options) (map[string][]float32, []StepMetric
 
 // compareRuns checks that run b took the same steps as run a: metrics and updated weights
 // within float32 rounding of a different summation order.
-func compareRuns(t *testing.T, what string, wa, wb map[string][]float32, sa, sb []StepMetrics) {
+func compareRuns(t *testing.T, what string, lr float64, wa, wb map[string][]float32, sa, sb []StepMetrics) {
 	t.Helper()
 	if len(sa) != len(sb) || len(sa) == 0 {
 		t.Fatalf("%s: %d vs %d steps", what, len(sa), len(sb))
@@ -60,9 +60,10 @@ func compareRuns(t *testing.T, what string, wa, wb map[string][]float32, sa, sb 
 			}
 		}
 	}
-	// A step moves a weight by about the learning rate (Adam); rounding differences in the
-	// gradients move it by far less.
-	if worst > 1e-6 {
+	// An Adam step moves a weight by up to the learning rate whatever the gradient's size, so
+	// a rounding difference in a near-zero gradient entry can show at a small fraction of it;
+	// a wrong gradient (a micro-batch's own z0, a missing layer) moves weights by ~lr.
+	if worst > 1e-3*lr*float64(len(sa)) {
 		t.Errorf("%s: updated weights differ by up to %.3g (%s)", what, worst, where)
 	}
 	t.Logf("%s: %d steps, weights within %.2g, final loss %.6f", what, len(sa), worst, sb[len(sb)-1].Loss)
@@ -94,7 +95,7 @@ func TestMicroBatchAndRecomputeEqualWholeStep(t *testing.T) {
 		o := base
 		o.MicroBatch, o.Recompute = c.micro, c.recompute
 		w, s := trainedWeights(t, o)
-		compareRuns(t, c.name, wantW, w, wantS, s)
+		compareRuns(t, c.name, TinyLearningRate, wantW, w, wantS, s)
 	}
 	// Gradient accumulation over 2 KTO batches, each in micro-batches.
 	o := base
@@ -102,7 +103,7 @@ func TestMicroBatchAndRecomputeEqualWholeStep(t *testing.T) {
 	wantW, wantS = trainedWeights(t, o)
 	o.MicroBatch = 1
 	w, s := trainedWeights(t, o)
-	compareRuns(t, "grad-accum 2 × micro-batch 1", wantW, w, wantS, s)
+	compareRuns(t, "grad-accum 2 × micro-batch 1", TinyLearningRate, wantW, w, wantS, s)
 }
 
 // TestLoRAMicroRecomputeEqual: the same on a LoRA run of a pretrained-layout model (only
@@ -120,10 +121,10 @@ func TestLoRAMicroRecomputeEqual(t *testing.T) {
 	o := base
 	o.MicroBatch, o.Recompute = 1, true
 	w, s := trainedWeights(t, o)
-	compareRuns(t, "LoRA micro-batch 1 + recompute", wantW, w, wantS, s)
+	compareRuns(t, "LoRA micro-batch 1 + recompute", base.LearningRate, wantW, w, wantS, s)
 	o.MicroBatch = 0
 	w, s = trainedWeights(t, o)
-	compareRuns(t, "LoRA recompute", wantW, w, wantS, s)
+	compareRuns(t, "LoRA recompute", base.LearningRate, wantW, w, wantS, s)
 }
 
 // TestRecomputeRefusesDropout: recomputed layers would draw new dropout masks.
