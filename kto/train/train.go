@@ -121,8 +121,8 @@ type runState struct {
 	// With micro-batches (micro.go): the KL pass, and the gradient passes that apply the
 	// update or only accumulate.
 	klEx, trainMicroEx, accumMicroEx *shapedExec
-	evalEx   *shapedExec
-	refEx    *shapedExec
+	evalEx                           *shapedExec
+	refEx                            *shapedExec
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
