@@ -57,6 +57,12 @@ PEFT-style LoRA adapter on the frozen base (the reference is the base, adapter o
 --dtype bfloat16 runs frozen weights and matrix products in bf16. --save-adapter and
 --save-merged write what vLLM and transformers load. --plan prints the memory plan.
 
+Memory: --micro-batch N runs each KTO batch's examples N at a time, gradients accumulated
+before the one optimizer step (z0 stays the whole batch's: a forward-only KL pass over all
+micro-batches comes first); --recompute keeps only each decoder layer's input for the
+backward pass and recomputes the layer there. Both give the single-graph step's results
+(within float32 rounding) for about one more forward pass each.
+
 --resume continues only the same run: it refuses checkpoints made with another model config or weights, data (manifest sha256), seed, max_len, KTO batch size, --grad-accum, --dtype, LoRA settings, --adapter or loss; an incomplete checkpoint (a kill while saving) is moved aside and the newest complete one is used.
 
 Reference log-probs come from the frozen initial weights: --ref precomputed (default)

@@ -6,7 +6,8 @@
 // loss in loss.go (LossConfig.Build, TRL's kto_loss), the shards in dataset.go
 // (BatchReader), reference log-probs in reflogps.go, and the loop here (Run).
 //
-// One optimizer step sees one KTO batch (or GradAccum of them). Its sequences are laid out
+// One optimizer step sees one KTO batch (or GradAccum of them), in one pass or in
+// micro-batches (micro.go), with stored or recomputed layer activations (recompute.go). Its sequences are laid out
 // again for the graphs (layout.go: targets and KL pairs in two groups, block-sparse
 // attention, KL pairs reusing their target's prompt) and go through the model once;
 // per-token log-probs of completion tokens are summed per example with a one-hot
