@@ -21,7 +21,8 @@ import (
 //
 // The recomputed layer must not be merged with the forward one (XLA's common-subexpression
 // elimination would, the inputs and ops being identical) nor scheduled before its cotangent
-// exists: its input is h + 0·v[0,0], which depends on v. The same layers and weights run
+// exists: its input is h + 0·v[0,0], which depends on v (XLA's algebraic simplifier folds
+// x·0 only for integers, NaN being possible in floats; untested on XLA here: no GPU). The same layers and weights run
 // twice, so the results equal the stored computation's up to float32 rounding of the
 // re-run (bit-identical on the CPU backend, whose kernels are deterministic). LoRA dropout
 // would draw new masks in the re-run: Options refuses the combination.
