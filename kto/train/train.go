@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/backends/simplego"
@@ -164,6 +165,10 @@ func run(stdctx stdcontext.Context, opts Options) (Summary, error) {
 	if err := s.setup(); err != nil {
 		return Summary{}, err
 	}
+	// Setup's transient host copies (random init's values before they become tensors, a
+	// frozen reference freed after precomputing) would otherwise stay resident as free heap:
+	// a step's peak RSS then shows the load's, not its own.
+	debug.FreeOSMemory()
 	return s.loop(stdctx)
 }
 
