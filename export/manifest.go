@@ -26,16 +26,14 @@ const ToolName = "ktoloader"
 type Manifest struct {
 	FormatVersion int    `json:"format_version"`
 	Tool          string `json:"tool"`
-	// Config holds the prep flags that shape the output, all but --workers, keyed by flag
-	// name with '-' as '_' ("max_len", "kto_batch_size", "sft_loss", "seed", …). Verify reads
-	// max_len, kto_batch_size and sft_loss from it.
-	Config    map[string]any `json:"config"`
-	Inputs    []Input        `json:"inputs"`
-	Tokenizer TokenizerInfo  `json:"tokenizer"`
-	Counts    Counts         `json:"counts"`
-	Tokens    TokenStats     `json:"tokens"`
-	Packing   PackingInfo    `json:"packing"`
-	KTO       KTOInfo        `json:"kto"`
+	// Config holds the prep flags that shape the output (RunConfig).
+	Config    RunConfig     `json:"config"`
+	Inputs    []Input       `json:"inputs"`
+	Tokenizer TokenizerInfo `json:"tokenizer"`
+	Counts    Counts        `json:"counts"`
+	Tokens    TokenStats    `json:"tokens"`
+	Packing   PackingInfo   `json:"packing"`
+	KTO       KTOInfo       `json:"kto"`
 	// Split is how the group-aware train/test split came out, per behavior×label stratum
 	// (kto.SplitStats); nil in manifests written before it existed.
 	Split any        `json:"split,omitempty"`
@@ -188,7 +186,6 @@ func NewManifest() *Manifest {
 	return &Manifest{
 		FormatVersion: FormatVersion,
 		Tool:          ToolName,
-		Config:        map[string]any{},
 		Inputs:        []Input{},
 		Counts:        Counts{Reasons: map[string]int64{}, Splits: map[string]SplitCounts{}},
 		Packing:       PackingInfo{KTOPacked: map[string]PackInfo{}, SFT: map[string]PackInfo{}},
@@ -242,7 +239,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 	}
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // config values keep their digits
+	dec.UseNumber() // split statistics (any) keep their digits
 	if err := dec.Decode(&m); err != nil {
 		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: %v", ErrBadManifest, err)}
 	}
@@ -253,30 +250,6 @@ func ReadManifest(dir string) (*Manifest, error) {
 		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: format_version %d is newer than this ktoloader's %d", ErrBadManifest, m.FormatVersion, FormatVersion)}
 	}
 	return &m, nil
-}
-
-// ConfigInt reads an integer from Config, as written by prep or read back by ReadManifest.
-func (m *Manifest) ConfigInt(key string) (int64, bool) {
-	switch v := m.Config[key].(type) {
-	case json.Number:
-		n, err := v.Int64()
-		return n, err == nil
-	case int:
-		return int64(v), true
-	case int64:
-		return v, true
-	case float64:
-		if v == math.Trunc(v) {
-			return int64(v), true
-		}
-	}
-	return 0, false
-}
-
-// ConfigString reads a string from Config.
-func (m *Manifest) ConfigString(key string) (string, bool) {
-	s, ok := m.Config[key].(string)
-	return s, ok
 }
 
 // localPath reports whether p is a relative, slash-separated path that stays inside the

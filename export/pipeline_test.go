@@ -57,7 +57,7 @@ func TestVerifyKTOPipeline(t *testing.T) {
 
 			dir := t.TempDir()
 			m := NewManifest()
-			m.Config = map[string]any{"max_len": cfg.MaxLen, "kto_batch_size": cfg.BatchSize, "sft_loss": "completion", "drop_last": dropLast}
+			m.Config = RunConfig{MaxLen: cfg.MaxLen, KTOBatchSize: cfg.BatchSize, SFTLoss: "completion", DropLast: dropLast}
 			m.Packing.MaxLen = cfg.MaxLen
 			m.KTO.BatchSize = cfg.BatchSize
 			sc := SplitCounts{Behaviors: map[string]LabelCounts{}}

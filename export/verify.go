@@ -183,17 +183,17 @@ func newVerifier(dir string, m *Manifest) *verifier {
 		dir: dir, m: m, rep: &Report{Violations: []Violation{}, Counts: []CheckCount{}},
 		perCheck: map[[2]string]int{}, countAt: map[[2]string]int{}, seed: maphash.MakeSeed(), splits: map[string]*splitState{},
 	}
-	if n, ok := m.ConfigInt("max_len"); ok && n > 0 {
-		v.maxLen = int(n)
+	if n := m.Config.MaxLen; n > 0 {
+		v.maxLen = n
 	} else if m.Packing.MaxLen > 0 {
 		v.maxLen = m.Packing.MaxLen
 	}
 	if m.KTO.BatchSize > 0 {
 		v.batchSize = m.KTO.BatchSize
-	} else if n, ok := m.ConfigInt("kto_batch_size"); ok && n > 0 {
-		v.batchSize = int(n)
+	} else if n := m.Config.KTOBatchSize; n > 0 {
+		v.batchSize = n
 	}
-	v.sftLoss, _ = m.ConfigString("sft_loss")
+	v.sftLoss = m.Config.SFTLoss
 	if v.sftLoss == "" {
 		v.sftLoss = "completion"
 	}

@@ -165,8 +165,14 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	kc := kto.Config{BatchSize: f.batch, MaxLen: f.maxLen, TestFrac: f.testFrac, Seed: f.seed,
-		Truncate: f.truncate, SFTLoss: f.sftLoss, DropLast: f.dropLast}
+	echo := export.RunConfig{
+		Format: f.format, ShardRows: f.shardRows, ShardBytes: f.shardMB, Seed: f.seed,
+		TestFrac: f.testFrac, KTOBatchSize: f.batch, MaxLen: f.maxLen, Truncate: f.truncate,
+		SFTLoss: f.sftLoss, DropLast: f.dropLast, Tools: f.toolsFile, AssistantTextWithTools: f.textTools,
+		MaxLineBytes: f.in.maxLineBytes, MissingLabel: f.in.missingLabel, Strict: f.in.strict,
+		MaxRejectFrac: f.maxReject, PartitionSize: f.partitionSize,
+	}
+	kc := echo.KTO()
 	if err := kc.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -191,13 +197,6 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	for _, name := range f.in.names() {
 		name := name
 		inputs = append(inputs, pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }})
-	}
-	echo := map[string]any{
-		"format": f.format, "shard_rows": f.shardRows, "shard_bytes": f.shardMB, "seed": f.seed,
-		"test_frac": f.testFrac, "kto_batch_size": f.batch, "max_len": f.maxLen, "truncate": f.truncate,
-		"sft_loss": f.sftLoss, "drop_last": f.dropLast, "tools": f.toolsFile, "assistant_text_with_tools": f.textTools,
-		"max_line_bytes": f.in.maxLineBytes, "missing_label": f.in.missingLabel, "strict": f.in.strict,
-		"max_reject_frac": f.maxReject, "partition_size": f.partitionSize,
 	}
 	var bar *progressbar.ProgressBar
 	if !f.noBar && term.IsTerminal(int(os.Stderr.Fd())) {

@@ -49,8 +49,8 @@ func prepSample(t *testing.T, extra ...pipeline.Input) string {
 		Inputs: inputs, Loader: loader.Config{MaxLineBytes: 4096},
 		Tokenizer: tok, TokKind: tokenize.KindDemo, TokSource: testdata.DemoTokenizerName, TokDemo: true,
 		KTO: kc, Out: dir, Workers: 2,
-		ConfigEcho: map[string]any{"max_len": testMaxLen, "kto_batch_size": 8, "test_frac": 0.2, "seed": 42,
-			"truncate": kto.TruncateReject, "max_line_bytes": 4096},
+		ConfigEcho: export.RunConfig{MaxLen: testMaxLen, KTOBatchSize: 8, TestFrac: 0.2, Seed: 42,
+			Truncate: kto.TruncateReject, MaxLineBytes: 4096},
 	})
 	if err != nil {
 		t.Fatal(err)

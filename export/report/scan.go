@@ -76,15 +76,9 @@ type scanner struct {
 func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *scanner {
 	maxLen := m.Packing.MaxLen
 	if maxLen <= 0 {
-		if v, ok := m.ConfigInt("max_len"); ok {
-			maxLen = int(v)
-		}
+		maxLen = m.Config.MaxLen
 	}
-	truncate, _ := m.ConfigString("truncate")
-	var testFrac float64
-	if v, ok := m.Config["test_frac"].(json.Number); ok {
-		testFrac, _ = v.Float64()
-	}
+	truncate, testFrac := m.Config.Truncate, m.Config.TestFrac
 	s := &scanner{
 		dir: dir, m: m, opt: opt, schemas: schemas, maxLen: maxLen,
 		rep: &Report{Dir: dir, Tokenizer: m.Tokenizer, MaxLen: maxLen, Truncate: truncate, TestFrac: testFrac,
@@ -488,8 +482,8 @@ func (s *scanner) resolveInputs() []rawInput {
 // first call records the inputs' status.
 func (s *scanner) eachRaw(inputs []rawInput, record bool, fn func(ord int32, row *loader.Row)) {
 	cfg := loader.Config{MissingLabel: new(bool)} // the shards have the labels; rows without one still match
-	if v, ok := s.m.ConfigInt("max_line_bytes"); ok && v > 0 && v <= math.MaxInt32 {
-		cfg.MaxLineBytes = int(v)
+	if v := s.m.Config.MaxLineBytes; v > 0 && v <= math.MaxInt32 {
+		cfg.MaxLineBytes = v
 	}
 	for i, in := range inputs {
 		if in.open == nil {

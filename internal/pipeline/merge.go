@@ -81,11 +81,7 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	}
 	first := runs[0].m
 	m := export.NewManifest()
-	for k, v := range first.Config {
-		if k != "shard_index" {
-			m.Config[k] = v
-		}
-	}
+	m.Config = first.Config.WithoutShardIndex()
 	m.Inputs = first.Inputs
 	m.Tokenizer = first.Tokenizer
 	kc, wopt, err := runConfig(first)
@@ -150,22 +146,19 @@ func readShardRuns(dirs []string) ([]shardRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		idx, ok1 := m.ConfigInt("shard_index")
-		n, ok2 := m.ConfigInt("num_shards")
-		if !ok1 || !ok2 {
+		c := m.Config
+		if c.ShardIndex == nil || c.NumShards == 0 {
 			return nil, fmt.Errorf("%w: %s was not written by a sharded run (prep --num-shards N --shard-index I)", ErrNotShards, d)
 		}
-		if n != int64(len(dirs)) {
+		idx, n := *c.ShardIndex, c.NumShards
+		if n != len(dirs) {
 			return nil, fmt.Errorf("%w: %s is shard %d of %d, and %d outputs are given", ErrNotShards, d, idx, n, len(dirs))
 		}
-		runs = append(runs, shardRun{dir: d, m: m, index: int(idx)})
+		runs = append(runs, shardRun{dir: d, m: m, index: idx})
 	}
 	slices.SortFunc(runs, func(a, b shardRun) int { return cmp.Compare(a.index, b.index) })
 	ref := runs[0]
-	refConfig, err := configSansShard(ref.m)
-	if err != nil {
-		return nil, err
-	}
+	refConfig := ref.m.Config.WithoutShardIndex()
 	for i, r := range runs {
 		if r.index != i {
 			if i > 0 && runs[i-1].index == r.index {
@@ -182,27 +175,13 @@ func readShardRuns(dirs []string) ([]shardRun, error) {
 		if r.m.Tokenizer != ref.m.Tokenizer {
 			return nil, fmt.Errorf("%w: %s and %s used different tokenizers", ErrNotShards, ref.dir, r.dir)
 		}
-		c, err := configSansShard(r.m)
-		if err != nil {
-			return nil, err
-		}
-		if c != refConfig {
-			return nil, fmt.Errorf("%w: %s and %s ran with different flags:\n  %s\n  %s", ErrNotShards, ref.dir, r.dir, refConfig, c)
+		if c := r.m.Config.WithoutShardIndex(); c != refConfig {
+			a, _ := json.Marshal(refConfig)
+			b, _ := json.Marshal(c)
+			return nil, fmt.Errorf("%w: %s and %s ran with different flags:\n  %s\n  %s", ErrNotShards, ref.dir, r.dir, a, b)
 		}
 	}
 	return runs, nil
-}
-
-// configSansShard is the manifest's config without shard_index, as canonical JSON.
-func configSansShard(m *export.Manifest) (string, error) {
-	c := map[string]any{}
-	for k, v := range m.Config {
-		if k != "shard_index" {
-			c[k] = v
-		}
-	}
-	b, err := json.Marshal(c) // sorted keys
-	return string(b), err
 }
 
 func sameDir(a, b string) (bool, error) {
@@ -219,28 +198,15 @@ func sameDir(a, b string) (bool, error) {
 
 // runConfig reads back the kto.Config and writer options a run used.
 func runConfig(m *export.Manifest) (kto.Config, export.WriterOptions, error) {
-	var kc kto.Config
-	kc.BatchSize = m.KTO.BatchSize
-	kc.MaxLen = m.Packing.MaxLen
-	if n, ok := m.ConfigInt("seed"); ok {
-		kc.Seed = n
-	}
-	if s, ok := m.ConfigString("sft_loss"); ok {
-		kc.SFTLoss = s
-	}
+	// The batch size and row length the run applied (defaults included), from the stats;
+	// only the seed and the SFT loss from the flags.
+	kc := kto.Config{BatchSize: m.KTO.BatchSize, MaxLen: m.Packing.MaxLen, Seed: m.Config.Seed, SFTLoss: m.Config.SFTLoss}
 	kc, err := kc.WithDefaults()
 	if err != nil {
 		return kc, export.WriterOptions{}, fmt.Errorf("merge: the inputs' config: %w", err)
 	}
-	var w export.WriterOptions
-	if s, ok := m.ConfigString("format"); ok {
-		if w.Format, err = export.ParseFormat(s); err != nil {
-			return kc, w, err
-		}
-	}
-	w.ShardRows, _ = m.ConfigInt("shard_rows")
-	w.ShardBytes, _ = m.ConfigInt("shard_bytes")
-	return kc, w, nil
+	w, err := m.Config.Writer()
+	return kc, w, err
 }
 
 // mergeSplitStats merges the inputs' kto.SplitStats: counts add up, strata by behavior and

@@ -58,7 +58,7 @@ type Config struct {
 	Workers    int    // default: all cores; never changes the output
 	Strict     bool   // stop at the first rejected row
 	MaxReject  float64
-	ConfigEcho map[string]any // the flags to record in the manifest (all but workers)
+	ConfigEcho export.RunConfig // the flags to record in the manifest (all but workers)
 
 	// NumShards > 1 makes this run one of NumShards that together process the input: it
 	// keeps the rows whose shard (a hash of the rendered prompt; see shard.go) is
@@ -133,11 +133,10 @@ func Run(cfg Config) (*export.Manifest, error) {
 	defer sp.Close()
 
 	m := export.NewManifest()
-	for k, v := range cfg.ConfigEcho {
-		m.Config[k] = v
-	}
+	m.Config = cfg.ConfigEcho
 	if cfg.NumShards > 1 { // merge reads these to check that its inputs make one whole
-		m.Config["shard_index"], m.Config["num_shards"] = cfg.ShardIndex, cfg.NumShards
+		idx := cfg.ShardIndex
+		m.Config.ShardIndex, m.Config.NumShards = &idx, cfg.NumShards
 	}
 	m.Tokenizer = export.TokenizerInfo{Name: cfg.TokSource, Kind: cfg.TokKind, SHA256: cfg.Tokenizer.SHA256(),
 		Demo: cfg.TokDemo, VocabSize: cfg.Tokenizer.VocabSize()}

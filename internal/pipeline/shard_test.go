@@ -76,8 +76,8 @@ func TestShardsHoldTheWholeRun(t *testing.T) {
 		if rep, err := export.Verify(out); err != nil || !rep.OK() {
 			t.Fatalf("shard %d: verify: %v %+v", i, err, rep)
 		}
-		if m.Config["num_shards"] != 2 || m.Config["shard_index"] != i {
-			t.Errorf("shard %d: config records shard %v of %v", i, m.Config["shard_index"], m.Config["num_shards"])
+		if c := m.Config; c.NumShards != 2 || c.ShardIndex == nil || *c.ShardIndex != i {
+			t.Errorf("shard %d: config records shard %v of %v", i, c.ShardIndex, c.NumShards)
 		}
 		c := m.Counts
 		read[i], written[i], rejected[i], skipped[i] = c.Read, c.Written, c.Rejected, c.Notes[NoteSkippedOtherShard]
@@ -270,7 +270,7 @@ func TestMergeShards(t *testing.T) {
 	if _, ok := c.Notes[NoteSkippedOtherShard]; ok {
 		t.Errorf("merged notes still count skipped rows: %v", c.Notes)
 	}
-	if _, ok := m.Config["shard_index"]; ok {
+	if m.Config.ShardIndex != nil {
 		t.Errorf("merged config keeps shard_index")
 	}
 	got := map[string]int{}
@@ -308,7 +308,7 @@ func TestMergeShards(t *testing.T) {
 	}
 	other := filepath.Join(dir, "other")
 	run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: other, KTO: kc, Writer: wopt, NumShards: N, ShardIndex: 0,
-		ConfigEcho: map[string]any{"seed": 10}})
+		ConfigEcho: export.RunConfig{Seed: 10}})
 	if _, err := Merge(MergeConfig{Inputs: []string{other, outs[0], outs[1]}, Out: filepath.Join(dir, "bad-flags")}); !errors.Is(err, ErrNotShards) {
 		t.Errorf("different flags: err %v, want ErrNotShards", err)
 	}
