@@ -11,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ktoloader/ktoloader/kto"
 )
 
 // FormatVersion is the manifest's format_version. Bump it when a field changes meaning.
@@ -86,6 +88,20 @@ type Counts struct {
 	Notes map[string]int64 `json:"notes,omitempty"`
 }
 
+// Reject counts one rejected row under its reason (loader.Reason's names).
+func (c *Counts) Reject(reason string) {
+	c.Rejected++
+	c.Reasons[reason]++
+}
+
+// Unwrite turns a row counted as written into a rejected one: a row can be rejected after it
+// was written to the spill (--drop-last leaves it out of the last batch, which is planned
+// only once every row is read). Read = Written + Rejected still holds.
+func (c *Counts) Unwrite(reason string) {
+	c.Written--
+	c.Reject(reason)
+}
+
 // SplitCounts are one split's examples by label and by behavior.
 type SplitCounts struct {
 	Examples    int64                  `json:"examples"`
@@ -149,13 +165,9 @@ type PackingInfo struct {
 	SFT       map[string]PackInfo `json:"sft"`
 }
 
-// PackInfo describes one split of a packed kind: Fill is Tokens / (Rows × MaxLen).
-type PackInfo struct {
-	Rows      int64   `json:"rows"`
-	Sequences int64   `json:"sequences"`
-	Tokens    int64   `json:"tokens"`
-	Fill      float64 `json:"fill_ratio"`
-}
+// PackInfo describes one split of a packed kind: Fill is Tokens / (Rows × MaxLen). It is
+// the packer's own count (kto.PackStats without the row length, which packing.max_len holds).
+type PackInfo = kto.PackCounts
 
 // KTOInfo describes the KTO batches: the batch size and TRL loss weights suggested for the
 // train split's label balance, and per split how batching came out.
@@ -166,19 +178,10 @@ type KTOInfo struct {
 	Splits            map[string]BatchInfo `json:"splits"`
 }
 
-// BatchInfo is one split's KTO batching, as kto.BatchStats reports it.
-type BatchInfo struct {
-	Examples    int64 `json:"examples"` // rows in kto/ for the split: Counts.Splits[…].Examples
-	Desirable   int64 `json:"desirable"`
-	Undesirable int64 `json:"undesirable"`
-	Batches     int64 `json:"batches"`
-	LastBatch   int64 `json:"last_batch"`
-	Dropped     int64 `json:"dropped"` // examples left out of the last, partial batch
-	// The leftover imbalance: batches holding no desirable (no undesirable) example.
-	NoDesirable   int64 `json:"batches_without_desirable"`
-	NoUndesirable int64 `json:"batches_without_undesirable"`
-	KLTruncated   int64 `json:"kl_truncated"`
-}
+// BatchInfo is one split's KTO batching, as kto.BatchStats counts it (without the batch size
+// and weights, which kto.batch_size and kto.*_weight hold for the whole run). Examples is the
+// split's rows in kto/: Counts.Splits[…].Examples.
+type BatchInfo = kto.BatchCounts
 
 // NewManifest returns a manifest with the constant fields set and the maps made, so that
 // empty maps print as {} rather than null.

@@ -317,7 +317,7 @@ func (c *batchCounter) close() {
 			c.info.KLTruncated++
 		}
 	}
-	countBatch(&c.info, n, d)
+	c.info.AddBatch(n, d)
 	clear(c.cur)
 	c.cur = c.cur[:0]
 }
@@ -450,7 +450,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 					tokens++
 				}
 			}
-			ps.Add(kto.PackStats{Rows: 1, Sequences: len(row.SegmentLabel), Tokens: int64(tokens)})
+			ps.Add(kto.PackStats{PackCounts: kto.PackCounts{Rows: 1, Sequences: int64(len(row.SegmentLabel)), Tokens: int64(tokens)}})
 			return pw.Write(*row)
 		})
 		if err != nil {
@@ -472,7 +472,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 	if err != nil {
 		return files, err
 	}
-	m.Packing.KTOPacked[split] = export.PackInfo{Rows: int64(ps.Rows), Sequences: int64(ps.Sequences), Tokens: ps.Tokens, Fill: ps.Fill}
+	m.Packing.KTOPacked[split] = ps.PackCounts
 
 	// sft/: the runs' files, linked under names numbered across runs.
 	fi, info, err := linkSFT(cfg, runs, split, kc.MaxLen)

@@ -177,22 +177,6 @@ func (ks *keyStore) Close() error {
 	return errors.Join(errs...)
 }
 
-// countBatch adds one batch of n examples, d of them desirable, to a split's batch
-// statistics (prep's partitioned runs and merge count them from the batches written).
-func countBatch(bi *export.BatchInfo, n, d int) {
-	bi.Examples += int64(n)
-	bi.Desirable += int64(d)
-	bi.Undesirable += int64(n - d)
-	bi.Batches++
-	bi.LastBatch = int64(n)
-	if d == 0 {
-		bi.NoDesirable++
-	}
-	if d == n {
-		bi.NoUndesirable++
-	}
-}
-
 // writePartitioned is pass two of a partitioned run: the split statistics, then each split's
 // shards, as the comment at the top of this file describes.
 func writePartitioned(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *keyStore, m *export.Manifest) ([]export.FileInfo, error) {
@@ -270,7 +254,7 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 					d++
 				}
 			}
-			countBatch(&count, len(batch), d)
+			count.AddBatch(len(batch), d)
 			if !w.feed(batch, next) {
 				return false, nil
 			}
@@ -334,7 +318,7 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 			if err := rejectDropped(get, rej, len(restLocs), plan, m); err != nil {
 				return err
 			}
-			count.Dropped = int64(bst.Dropped)
+			count.Dropped = bst.Dropped
 		}
 		_, err = feed(plan, restLocs)
 		return err
