@@ -2,6 +2,9 @@
 // segments (a control-token id, or plain text that can never become a control token), a
 // pure-Go SentencePiece BPE that reproduces Hugging Face tokenizers and SentencePiece token for
 // token, and the prompt/completion split that KTO and SFT train on.
+//
+// It may import loader (the rows), internal/hub (to find a tokenizer in the Hugging Face
+// cache or download one) and testdata (the demo tokenizer); nothing above it.
 package tokenize
 
 // Segment is one piece of a rendered conversation: either a control token (Control >= 0,

@@ -1,5 +1,8 @@
 // Command ktoloader turns tool-calling chat data into training-ready KTO and SFT shards for
 // Mistral v0.3 and trains on them. Exit codes: 0 success, 1 the run failed, 2 usage error.
+//
+// It is the top layer and may import every package of this module; the commands are flag
+// wiring over internal/pipeline, export, export/report, kto/train and the helpers.
 package main
 
 import (

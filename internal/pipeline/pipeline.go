@@ -25,6 +25,9 @@
 // bucket-file buffers of 16 KiB. The examples themselves (ids, text) live in the spill file
 // on disk, about 3 KB each. Measured at 1M rows: ~150 MB live at the planning peak
 // (gctrace), 416 MiB peak RSS under the prep command's default soft heap limit of 384 MiB.
+//
+// It may import export, internal/rowpath, kto, tokenize and loader, but not kto/train: prep
+// as a library does not pull in the trainer and GomlX. Only cmd/ktoloader imports it.
 package pipeline
 
 import (

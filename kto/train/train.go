@@ -19,6 +19,9 @@
 // train.Trainer because a step needs inputs the Trainer's (inputs, labels) → loss contract
 // does not carry well (reference log-probs, per-example masks), global-norm gradient
 // clipping and an LR schedule set from the host.
+//
+// It may import kto, export (to read prep's manifest), tokenize, loader, internal/safetensors
+// and internal/hub. It is the only package that imports GomlX.
 package train
 
 import (
