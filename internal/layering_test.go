@@ -29,29 +29,32 @@ import (
 // does not import kto/train either (stricter than the order above): prep as a library does
 // not pull in the trainer and GomlX.
 //
-// The helpers import nothing of this module, so that any layer can use them, and are
-// imported only where listed: internal/hub (the Hugging Face Hub client) by tokenize, for
-// the tokenizer, and by kto/train, for weights; internal/safetensors by kto/train;
-// internal/gen (synthetic rows) by cmd/ktoloader; testdata (the embedded sample and demo
-// tokenizer) by anyone; internal/shared (the ../shared folder for tests) by tests only, which
-// are not checked here: a test may import upwards (report's tests run the pipeline).
+// The helpers import nothing of this module (internal/gen: only stablehash), so that any
+// layer can use them, and are imported only where listed: internal/hub (the Hugging Face Hub
+// client) by tokenize, for the tokenizer, and by kto/train, for weights;
+// internal/safetensors by kto/train; internal/gen (synthetic rows) by cmd/ktoloader;
+// testdata (the embedded sample and demo tokenizer) and internal/stablehash (the hashes and
+// the random stream that outputs depend on) by anyone. internal/shared (the ../shared folder
+// for tests) is for tests only, which are not checked here: a test may import upwards
+// (report's tests run the pipeline).
 //
 // A new package must be added here: the test fails for a package it does not know.
 var allowed = map[string][]string{
-	"loader":            {"testdata"},
-	"tokenize":          {"loader", "internal/hub", "testdata"},
-	"kto":               {"tokenize", "loader", "testdata"},
-	"export":            {"kto", "tokenize", "loader", "testdata"},
-	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata"},
-	"export/report":     {"export", "kto", "tokenize", "loader", "testdata"},
-	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata"},
-	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata"},
+	"loader":            {"testdata", "internal/stablehash"},
+	"tokenize":          {"loader", "internal/hub", "testdata", "internal/stablehash"},
+	"kto":               {"tokenize", "loader", "testdata", "internal/stablehash"},
+	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash"},
+	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
 	"cmd/ktoloader": {"internal/pipeline", "export", "export/report", "kto/train", "internal/rowpath", "kto",
-		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata"},
+		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash"},
 
 	"internal/hub":         {},
 	"internal/safetensors": {},
-	"internal/gen":         {},
+	"internal/gen":         {"internal/stablehash"},
+	"internal/stablehash":  {},
 	"internal/shared":      {},
 	"testdata":             {},
 }

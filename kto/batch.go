@@ -247,7 +247,7 @@ func PlanBatches(keys []Key, cfg Config) ([][]int, BatchStats, error) {
 		}
 	}
 	// Shuffle which full batch gets which share; the partial batch stays last.
-	newRNG(cfg.Seed, saltBatch).shuffle(nFull, func(i, j int) { d[i], d[j] = d[j], d[i] })
+	newRNG(cfg.Seed, saltBatch).Shuffle(nFull, func(i, j int) { d[i], d[j] = d[j], d[i] })
 
 	batches := make([][]int, len(sizes))
 	flat := make([]int, 0, n)

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/loader"
 )
 
@@ -156,7 +157,7 @@ func (m *Mistral) appendSegment(dst []int32, s Segment) []int32 {
 // arguments, tool results), with whitespace runs collapsed to one space and letters
 // lower-cased, so that rows asking the same thing in the same words share a group.
 func GroupOf(msgs []loader.Message) uint64 {
-	h := uint64(14695981039346656037)
+	h := uint64(stablehash.FNVOffset)
 	var buf [utf8.UTFMax]byte
 	// add hashes strings.Join(strings.Fields(strings.ToLower(s)), " ") without building it:
 	// a tool result of megabytes must not cost three copies and a slice header per word.
@@ -169,18 +170,18 @@ func GroupOf(msgs []loader.Message) uint64 {
 				continue
 			}
 			if sep && wrote {
-				h = (h ^ ' ') * 1099511628211
+				h = stablehash.FNVByte(h, ' ')
 			}
 			sep, wrote = false, true
 			if r < utf8.RuneSelf {
-				h = (h ^ uint64(r)) * 1099511628211
+				h = stablehash.FNVByte(h, byte(r))
 				continue
 			}
 			for _, b := range utf8.AppendRune(buf[:0], r) {
-				h = (h ^ uint64(b)) * 1099511628211
+				h = stablehash.FNVByte(h, b)
 			}
 		}
-		h = (h ^ 0xff) * 1099511628211 // field separator: "ab","c" differs from "a","bc"
+		h = stablehash.FNVByte(h, 0xff) // field separator: "ab","c" differs from "a","bc"
 	}
 	last := len(msgs) - 1
 	for last >= 0 && msgs[last].Role != "assistant" {

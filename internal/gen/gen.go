@@ -21,8 +21,8 @@
 // Lengths are drawn log-normal with the real file's log-mean and log-spread per field. Row
 // i is a function of (seed, i's predecessors) only: same rows and seed, same bytes.
 //
-// It imports only the standard library: it writes JSON text, and loader (which reads it)
-// is what its tests check it against.
+// It imports only the standard library and internal/stablehash (its random stream): it
+// writes JSON text, and loader (which reads it) is what its tests check it against.
 package gen
 
 import (
@@ -31,6 +31,8 @@ import (
 	"math"
 	"slices"
 	"strconv"
+
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 )
 
 // Write writes n rows to w, streaming in constant memory.
@@ -53,18 +55,15 @@ type synth struct {
 	label bool // label of the next row
 }
 
-func newSynth(seed uint64) *synth { return &synth{r: splitmix{seed * 0x9e3779b97f4a7c15}, label: true} }
-
-// splitmix is SplitMix64, written out so the bytes do not depend on the Go release.
-type splitmix struct{ s uint64 }
-
-func (r *splitmix) u64() uint64 {
-	r.s += 0x9e3779b97f4a7c15
-	z := r.s
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
+func newSynth(seed uint64) *synth {
+	return &synth{r: splitmix{stablehash.NewRNG(seed * stablehash.Gamma)}, label: true}
 }
+
+// splitmix is SplitMix64 (internal/stablehash, so the bytes do not depend on the Go
+// release) with the generator's own draws.
+type splitmix struct{ stablehash.RNG }
+
+func (r *splitmix) u64() uint64 { return r.Uint64() }
 
 // intn is uniform in [0, n) up to a bias of n/2^64, irrelevant here.
 func (r *splitmix) intn(n int) int { return int(r.u64() % uint64(n)) }
@@ -487,7 +486,7 @@ var vocab, vocabCDF = func() ([]string, []float64) {
 	for _, w := range v {
 		seen[w] = true
 	}
-	r := splitmix{0x70c4b}
+	r := splitmix{stablehash.NewRNG(0x70c4b)}
 	for len(v) < vocabSize {
 		w := ""
 		for i, n := 0, 1+r.intn(2)+r.intn(2); i < n; i++ {

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -82,7 +83,7 @@ func newKeyStore(dir string) (*keyStore, error) {
 
 // bucketOf places a group: the top bits of splitMix of the group hash (shards of a sharded
 // run use its low bits, the value modulo their count, so every bucket is used in each shard).
-func bucketOf(group uint64) int { return int(splitMix(group) >> 56) }
+func bucketOf(group uint64) int { return int(stablehash.SplitMix(group) >> 56) }
 
 func (ks *keyStore) add(k kto.Key, l loc) error {
 	bi, ok := ks.index[k.Behavior]

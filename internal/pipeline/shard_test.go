@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/testdata"
@@ -143,7 +144,7 @@ func TestShardOfSpreads(t *testing.T) {
 	const n, N = 60000, 6
 	var count [N]int
 	for i := 0; i < n; i++ {
-		count[shardOf(fnvBytes(fnvOffset, fmt.Appendf(nil, "row %d", i)), N)]++
+		count[shardOf(stablehash.FNVBytes(stablehash.FNVOffset, fmt.Appendf(nil, "row %d", i)), N)]++
 	}
 	for s, c := range count {
 		if c < n/N*9/10 || c > n/N*11/10 {
