@@ -116,6 +116,29 @@ type LabelCounts struct {
 	Undesirable int64 `json:"undesirable"`
 }
 
+// Add counts one example with the label desirable (true) or undesirable.
+func (c *LabelCounts) Add(desirable bool) {
+	if desirable {
+		c.Desirable++
+	} else {
+		c.Undesirable++
+	}
+}
+
+// Add counts one example of a split: in the totals and under its behavior (Behaviors must
+// be made). prep counts the rows it writes with it, merge and verify the rows they read.
+func (c *SplitCounts) Add(behavior string, desirable bool) {
+	c.Examples++
+	if desirable {
+		c.Desirable++
+	} else {
+		c.Undesirable++
+	}
+	lc := c.Behaviors[behavior]
+	lc.Add(desirable)
+	c.Behaviors[behavior] = lc
+}
+
 // TokenStats describe example lengths in tokens.
 type TokenStats struct {
 	Prompt     Dist `json:"prompt"`

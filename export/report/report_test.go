@@ -299,7 +299,7 @@ func TestReportSample(t *testing.T) {
 		var want export.LabelCounts
 		for _, rr := range rows {
 			if len(rr.calls) > 0 {
-				addLabel(&want, rr.label)
+				want.Add(rr.label)
 			}
 		}
 		if r.Answers.ToolCalls != want {
@@ -350,7 +350,7 @@ func TestReportSample(t *testing.T) {
 				c   *export.LabelCounts
 			}{{u, &unknown}, {mi, &missing}, {up, &unknownParam}} {
 				if x.hit {
-					addLabel(x.c, rr.label)
+					x.c.Add(rr.label)
 				}
 			}
 		}

@@ -251,19 +251,19 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 	}
 
 	ans := &s.rep.Answers
-	addLabel(&ans.Rows, label)
+	ans.Rows.Add(label)
 	calls := slices.Contains(row.CompletionIDs, tokenize.ToolCallsID)
 	var a answer
 	if calls {
 		if a = parseAnswer(row.Completion); !a.parsed {
 			ans.Unparsed++
 		}
-		addLabel(&ans.ToolCalls, label)
+		ans.ToolCalls.Add(label)
 		if a.toolText {
-			addLabel(&ans.TextAndTool, label)
+			ans.TextAndTool.Add(label)
 		}
 	} else {
-		addLabel(&ans.TextOnly, label)
+		ans.TextOnly.Add(label)
 	}
 	s.fCalls.addBool(calls, label, b)
 	s.fText.addBool(a.toolText, label, b)
@@ -283,22 +283,22 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 			c = &export.LabelCounts{}
 			s.tools[n] = c
 		}
-		addLabel(c, label)
+		c.Add(label)
 	}
 	if s.schemas == nil {
 		return
 	}
 	sr := s.schemaReport()
-	addLabel(&sr.Rows, label)
+	sr.Rows.Add(label)
 	if len(a.calls) > 0 {
-		addLabel(&sr.WithCalls, label)
+		sr.WithCalls.Add(label)
 	}
 	var probs []problemKey
 	for _, c := range a.calls {
-		addLabel(&sr.Calls, label)
+		sr.Calls.Add(label)
 		for _, p := range s.schemas.check(c) {
 			if p.kind == ProblemUnknownTool {
-				addLabel(&sr.UnknownToolCalls, label)
+				sr.UnknownToolCalls.Add(label)
 			}
 			if !slices.Contains(probs, p) {
 				probs = append(probs, p)
@@ -314,7 +314,7 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 				c = &export.LabelCounts{}
 				s.unknownTools[p.tool] = c
 			}
-			addLabel(c, label)
+			c.Add(label)
 			continue
 		}
 		c := s.problems[p]
@@ -322,16 +322,16 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 			c = &export.LabelCounts{}
 			s.problems[p] = c
 		}
-		addLabel(c, label)
+		c.Add(label)
 	}
 	for kind, c := range map[string]*export.LabelCounts{ProblemUnknownTool: &sr.UnknownTool,
 		ProblemMissingParam: &sr.MissingRequired, ProblemUnknownParam: &sr.UnknownParam, ProblemBadArguments: &sr.BadArguments} {
 		if kinds[kind] {
-			addLabel(c, label)
+			c.Add(label)
 		}
 	}
 	if len(probs) > 0 {
-		addLabel(&sr.AnyProblem, label)
+		sr.AnyProblem.Add(label)
 	}
 	s.fUnknownTool.addBool(kinds[ProblemUnknownTool], label, b)
 	s.fMissing.addBool(kinds[ProblemMissingParam], label, b)
@@ -553,9 +553,9 @@ func (s *scanner) scanRaw() error {
 	s.eachRaw(inputs, true, func(ord int32, row *loader.Row) {
 		e := &s.ex[ord]
 		sys := len(row.Messages) > 0 && row.Messages[0].Role == "system"
-		addLabel(&s.rep.Answers.Matched, e.label)
+		s.rep.Answers.Matched.Add(e.label)
 		if sys {
-			addLabel(&s.rep.Answers.SystemPrompt, e.label)
+			s.rep.Answers.SystemPrompt.Add(e.label)
 		}
 		s.fSystem.addBool(sys, e.label, e.behavior)
 		s.fTurns.add(int64(max(len(row.Messages)-1, 0)), e.label, e.behavior)

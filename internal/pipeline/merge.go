@@ -362,16 +362,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 		offsets[i] = offset
 		err := readRows(r.dir, filesOf(r.m, export.KindKTO, split, true), func(row *kto.KTORow) error {
 			lens.add(len(row.PromptIDs), len(row.CompletionIDs))
-			sc.Examples++
-			lc := sc.Behaviors[row.Behavior]
-			if row.Label {
-				sc.Desirable++
-				lc.Desirable++
-			} else {
-				sc.Undesirable++
-				lc.Undesirable++
-			}
-			sc.Behaviors[row.Behavior] = lc
+			sc.Add(row.Behavior, row.Label)
 			if row.BatchIndex == partial[i] {
 				leftovers = append(leftovers, tokenize.Example{PromptIDs: row.PromptIDs, CompletionIDs: row.CompletionIDs,
 					Label: row.Label, Behavior: row.Behavior, Prompt: row.Prompt, Completion: row.Completion, Source: row.Source})

@@ -175,17 +175,10 @@ func (w *splitWriter) feed(batch []tokenize.Example, b int64) bool {
 	msg := batchMsg{rows: rows}
 	for k := range batch {
 		ex := &batch[k]
-		w.sc.Examples++
-		lc := w.sc.Behaviors[ex.Behavior]
+		w.sc.Add(ex.Behavior, ex.Label)
 		if ex.Label {
-			w.sc.Desirable++
-			lc.Desirable++
 			msg.des = append(msg.des, ex)
-		} else {
-			w.sc.Undesirable++
-			lc.Undesirable++
 		}
-		w.sc.Behaviors[ex.Behavior] = lc
 	}
 	if w.failed.Load() {
 		return false
