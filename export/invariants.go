@@ -71,7 +71,7 @@ func (v *verifier) split(name string) *splitState {
 // sftExtra is what an SFT sequence key carries besides its tokens: the prompt length when
 // labels mark exactly the completion, nothing when earlier assistant turns are trained too.
 func (v *verifier) sftExtra(promptLen int) int64 {
-	if v.sftLoss == "completion" {
+	if v.sftLoss == kto.SFTLossCompletion {
 		return int64(promptLen)
 	}
 	return -1
@@ -313,7 +313,7 @@ func (v *verifier) sftRow(st *splitState, file string, i int64, r *kto.SFTRow) {
 				return
 			case lab != IgnoreIndex && split == hi:
 				split = t
-			case lab == IgnoreIndex && split < hi && v.sftLoss == "completion":
+			case lab == IgnoreIndex && split < hi && v.sftLoss == kto.SFTLossCompletion:
 				v.add(file, i, CheckSFT, "sequence %d: label %d at %d inside the completion (sft_loss completion)", s+1, lab, t)
 				return
 			}

@@ -59,8 +59,9 @@ var DesignColumns = map[string][]ColumnType{
 	},
 }
 
-// IgnoreIndex is the label of a token SFT takes no loss on (Hugging Face's -100).
-const IgnoreIndex = -100
+// IgnoreIndex is the label of a token SFT takes no loss on (Hugging Face's -100): the one
+// sft/ is written with.
+const IgnoreIndex = kto.IgnoreIndex
 
 // Checks named in violations.
 const (
@@ -195,7 +196,7 @@ func newVerifier(dir string, m *Manifest) *verifier {
 	}
 	v.sftLoss = m.Config.SFTLoss
 	if v.sftLoss == "" {
-		v.sftLoss = "completion"
+		v.sftLoss = kto.SFTLossCompletion
 	}
 	return v
 }

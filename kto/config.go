@@ -11,6 +11,8 @@ const (
 	// Measured on 50k chat-like lengths (32 + exponential, mean ≈ 630, cut at 2048) into 2048:
 	// windows of 100 fill 97.9% of row capacity, 1k 99.76%, 10k 99.95%, all 50k 99.97%.
 	DefaultSFTWindow = 10000
+	// DefaultSeed is prep's --seed. Config.Seed has no default: 0 is a seed like any other.
+	DefaultSeed = 42
 )
 
 // Truncation policies (Config.Truncate, --truncate).

@@ -116,7 +116,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.Int64Var(&f.shardRows, "shard-rows", 0, "start a new shard after this many rows (0: no limit)")
 	fl.Int64Var(&f.shardMB, "shard-bytes", 256<<20, "start a new shard before this many (approximate, uncompressed) bytes (0: no limit)")
 	fl.IntVar(&f.workers, "workers", runtime.NumCPU(), "tokenizing goroutines (never changes the output)")
-	fl.Int64Var(&f.seed, "seed", 42, "seed for the split, the example order and the batch order")
+	fl.Int64Var(&f.seed, "seed", kto.DefaultSeed, "seed for the split, the example order and the batch order")
 	fl.Float64Var(&f.testFrac, "test-frac", 0, "fraction of each behavior×label stratum held out as test, by whole prompt groups")
 	fl.IntVar(&f.batch, "kto-batch-size", kto.DefaultBatchSize, "KTO batch size: TRL's per_device_train_batch_size must equal it")
 	fl.IntVar(&f.maxLen, "max-len", kto.DefaultMaxLen, "packed row length and the limit on prompt+completion tokens")
