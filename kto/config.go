@@ -1,6 +1,9 @@
 package kto
 
-import "math"
+import (
+	"cmp"
+	"math"
+)
 
 // Defaults applied to zero Config fields.
 const (
@@ -68,21 +71,11 @@ type Config struct {
 // WithDefaults returns c with its zero fields set to their defaults, and Validate's verdict:
 // what the pipeline records as the configuration actually used.
 func (c Config) WithDefaults() (Config, error) {
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.MaxLen == 0 {
-		c.MaxLen = DefaultMaxLen
-	}
-	if c.Truncate == "" {
-		c.Truncate = TruncateReject
-	}
-	if c.SFTLoss == "" {
-		c.SFTLoss = SFTLossCompletion
-	}
-	if c.SFTWindow == 0 {
-		c.SFTWindow = DefaultSFTWindow
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.MaxLen = cmp.Or(c.MaxLen, DefaultMaxLen)
+	c.Truncate = cmp.Or(c.Truncate, TruncateReject)
+	c.SFTLoss = cmp.Or(c.SFTLoss, SFTLossCompletion)
+	c.SFTWindow = cmp.Or(c.SFTWindow, DefaultSFTWindow)
 	return c, c.validate()
 }
 
