@@ -29,32 +29,34 @@ import (
 // does not import kto/train either (stricter than the order above): prep as a library does
 // not pull in the trainer and GomlX.
 //
-// The helpers import nothing of this module (internal/gen: only stablehash), so that any
-// layer can use them, and are imported only where listed: internal/hub (the Hugging Face Hub
-// client) by tokenize, for the tokenizer, and by kto/train, for weights;
-// internal/safetensors by kto/train; internal/gen (synthetic rows) by cmd/ktoloader;
-// testdata (the embedded sample and demo tokenizer) and internal/stablehash (the hashes and
-// the random stream that outputs depend on) by anyone. internal/shared (the ../shared folder
+// The helpers import nothing of this module but the two leaf codecs (internal/gen and
+// internal/safetensors: jsonstr, gen also stablehash), so that any layer can use them, and
+// are imported only where listed: internal/hub (the Hugging Face Hub client) by tokenize,
+// for the tokenizer, and by kto/train, for weights; internal/safetensors by kto/train;
+// internal/gen (synthetic rows) by cmd/ktoloader; testdata (the embedded sample and demo
+// tokenizer), internal/stablehash (the hashes and the random stream that outputs depend on)
+// and internal/jsonstr (the JSON string decoder and encoders) by anyone. internal/shared (the ../shared folder
 // for tests) is for tests only, which are not checked here: a test may import upwards
 // (report's tests run the pipeline).
 //
 // A new package must be added here: the test fails for a package it does not know.
 var allowed = map[string][]string{
-	"loader":            {"testdata", "internal/stablehash"},
-	"tokenize":          {"loader", "internal/hub", "testdata", "internal/stablehash"},
-	"kto":               {"tokenize", "loader", "testdata", "internal/stablehash"},
-	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash"},
-	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash"},
-	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
-	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash"},
-	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"loader":            {"testdata", "internal/stablehash", "internal/jsonstr"},
+	"tokenize":          {"loader", "internal/hub", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"kto":               {"tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
 	"cmd/ktoloader": {"internal/pipeline", "export", "export/report", "kto/train", "internal/rowpath", "kto",
-		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash"},
+		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash", "internal/jsonstr"},
 
 	"internal/hub":         {},
-	"internal/safetensors": {},
-	"internal/gen":         {"internal/stablehash"},
+	"internal/safetensors": {"internal/jsonstr"},
+	"internal/gen":         {"internal/stablehash", "internal/jsonstr"},
 	"internal/stablehash":  {},
+	"internal/jsonstr":     {},
 	"internal/shared":      {},
 	"testdata":             {},
 }

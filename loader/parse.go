@@ -7,8 +7,9 @@ import (
 	"fmt"
 	"io"
 	"strings"
-	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
 )
 
 // Config tunes reading and validation. The zero value is the default.
@@ -717,90 +718,14 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 
 // fastString decodes a validated JSON string value as encoding/json does; false for
 // anything else, and for a string that decodes to U+FFFD anywhere (parseRow tells a real
-// U+FFFD from a replaced byte or surrogate; this path does not try).
+// U+FFFD from a replaced byte or surrogate; this path does not try). The decoder is
+// internal/jsonstr's, which refuses (rather than replaces) a lone surrogate.
 func fastString(v []byte) (string, bool) {
-	if len(v) < 2 || v[0] != '"' {
+	s, n, err := jsonstr.Decode(v)
+	if err != nil || n != len(v) || strings.Contains(s, "\uFFFD") {
 		return "", false
 	}
-	s := v[1 : len(v)-1]
-	if bytes.IndexByte(s, '\\') < 0 {
-		if bytes.Contains(s, []byte("\uFFFD")) {
-			return "", false
-		}
-		return string(s), true
-	}
-	out := make([]byte, 0, len(s))
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			out = append(out, c)
-			continue
-		}
-		i++
-		switch s[i] {
-		case '"', '\\', '/':
-			out = append(out, s[i])
-		case 'b':
-			out = append(out, '\b')
-		case 'f':
-			out = append(out, '\f')
-		case 'n':
-			out = append(out, '\n')
-		case 'r':
-			out = append(out, '\r')
-		case 't':
-			out = append(out, '\t')
-		case 'u':
-			r, ok := hex4(s[i+1:])
-			if !ok {
-				return "", false
-			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				// Only a high surrogate followed by a low one is a character.
-				if i+6 >= len(s) || s[i+1] != '\\' || s[i+2] != 'u' {
-					return "", false
-				}
-				r2, ok := hex4(s[i+3:])
-				if !ok {
-					return "", false
-				}
-				r = utf16.DecodeRune(r, r2)
-				if r == utf8.RuneError {
-					return "", false
-				}
-				i += 6
-			}
-			out = utf8.AppendRune(out, r)
-		default:
-			return "", false
-		}
-	}
-	if bytes.Contains(out, []byte("\uFFFD")) {
-		return "", false
-	}
-	return string(out), true
-}
-
-func hex4(b []byte) (rune, bool) {
-	if len(b) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range b[:4] {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c = c - 'a' + 10
-		case c >= 'A' && c <= 'F':
-			c = c - 'A' + 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
+	return s, true
 }
 
 // jsonSpace skips JSON whitespace from i.

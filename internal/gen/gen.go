@@ -21,8 +21,9 @@
 // Lengths are drawn log-normal with the real file's log-mean and log-spread per field. Row
 // i is a function of (seed, i's predecessors) only: same rows and seed, same bytes.
 //
-// It imports only the standard library and internal/stablehash (its random stream): it
-// writes JSON text, and loader (which reads it) is what its tests check it against.
+// It imports only the standard library, internal/stablehash (its random stream) and
+// internal/jsonstr (its string quoting): it writes JSON text, and loader (which reads it) is
+// what its tests check it against.
 package gen
 
 import (
@@ -32,6 +33,7 @@ import (
 	"slices"
 	"strconv"
 
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
 	"github.com/ktoloader/ktoloader/internal/stablehash"
 )
 
@@ -527,25 +529,4 @@ func appendMsg(b []byte, role, content string) []byte {
 }
 
 // appendStr appends s as a JSON string as Python's json.dumps(ensure_ascii=False) writes it.
-func appendStr(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&15])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
+func appendStr(b []byte, s string) []byte { return jsonstr.Append(b, s) }
