@@ -1,4 +1,4 @@
-package tokenize
+package bpe
 
 // mergeLarge is mergeHeap for chunks of megabytes (a tool result without a single space is
 // one chunk): the same merges in the same order, in 6 to 8 bytes a symbol (ids, 16- or 32-bit ranks) instead of ~40
