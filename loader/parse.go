@@ -3,9 +3,7 @@ package loader
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"strings"
 	"unicode/utf8"
 )
@@ -445,36 +443,4 @@ func firstInvalid(b []byte) int {
 		i += n
 	}
 	return -1
-}
-
-// ReadRecord returns the next record (a JSONL line, or a Parquet row as JSON) with its line
-// number, without parsing it, so that a caller can run ParseRow on several goroutines: Read
-// is ReadRecord followed by ParseRow(data, r.Name(), line, cfg). Blank lines are skipped
-// (and counted in Blank); an over-long line comes back as a *RowError, as from Read, and
-// stream errors stick. data is only valid until the next call.
-func (r *Reader) ReadRecord() (data []byte, line int64, err error) {
-	if r.err != nil {
-		return nil, 0, r.err
-	}
-	for {
-		data, line, err := r.next()
-		if err != nil {
-			var tl *tooLong
-			if errors.As(err, &tl) {
-				return nil, line, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
-					Detail: fmt.Sprintf("line is longer than --max-line-bytes=%d (%d bytes or more)", r.cfg.maxLine(), tl.n),
-					Raw:    tl.prefix}
-			}
-			if err != io.EOF {
-				err = fmt.Errorf("%s: line %d: %w", r.name, line, err)
-			}
-			r.err = err
-			return nil, line, err
-		}
-		if len(bytes.TrimSpace(data)) == 0 {
-			r.Blank++
-			continue
-		}
-		return data, line, nil
-	}
 }
