@@ -32,7 +32,7 @@ type Row struct {
 }
 
 // Source is "file:line", the form written to shards and rejects.
-func (r *Row) Source() string { return sourceOf(r.File, r.Line) }
+func (r *Row) Source() string { return FormatSource(r.File, r.Line) }
 
 // Message is one chat message. Content is nil for JSON null or a missing content.
 type Message struct {

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
@@ -193,13 +192,9 @@ func (s *scanner) behavior(name string) int32 {
 
 // rawKeyOf maps a "file:line" source to its input row, when the file is a manifest input.
 func (s *scanner) rawKeyOf(source string) uint64 {
-	i := strings.LastIndexByte(source, ':')
-	if i < 0 {
-		return noRaw
-	}
-	in, ok := s.inputIdx[source[:i]]
-	line, err := strconv.ParseInt(source[i+1:], 10, 64)
-	if !ok || err != nil || line < 0 {
+	file, line, ok := loader.ParseSource(source)
+	in, found := s.inputIdx[file]
+	if !ok || !found || line < 0 {
 		return noRaw
 	}
 	return rawKey(in, line)
@@ -405,7 +400,7 @@ func (s *scanner) scanRejects() error {
 			}
 			rs.Rows++
 			if len(rs.Examples) < s.opt.examples() {
-				rs.Examples = append(rs.Examples, RejectExample{Source: r.File + ":" + strconv.FormatInt(r.Line, 10),
+				rs.Examples = append(rs.Examples, RejectExample{Source: loader.FormatSource(r.File, r.Line),
 					Field: r.Field, Detail: r.Detail, Raw: cutHead(r.Raw, 600)})
 			}
 		}

@@ -34,8 +34,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
-	"strconv"
-	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
@@ -261,13 +259,3 @@ func (dropLastErr) Error() string  { return "dropped by --drop-last" }
 func (dropLastErr) Reason() string { return reasonDropLast }
 
 var errDropLast error = dropLastErr{}
-
-// splitSource splits "file:line" at the last colon.
-func splitSource(src string) (string, int64) {
-	i := strings.LastIndexByte(src, ':')
-	if i < 0 {
-		return src, 0
-	}
-	n, _ := strconv.ParseInt(src[i+1:], 10, 64)
-	return src[:i], n
-}
