@@ -360,7 +360,7 @@ func (v *verifier) checkUnlisted() {
 func (v *verifier) checkFile(fi FileInfo, primary bool, digests map[string][32]byte) {
 	full := filepath.Join(v.dir, filepath.FromSlash(fi.Path))
 	v.rep.Files++
-	size, sum, err := hashFile(full)
+	size, sum, err := HashFile(full)
 	if err != nil {
 		v.add(fi.Path, -1, CheckFile, "%v", err)
 		return
@@ -410,20 +410,6 @@ func (v *verifier) checkFile(fi FileInfo, primary bool, digests map[string][32]b
 	} else if twin, ok := digests[strings.TrimSuffix(fi.Path, ".arrow")+".parquet"]; ok && twin != digest {
 		v.add(fi.Path, -1, CheckTwin, "rows differ from the .parquet shard of the same name")
 	}
-}
-
-func hashFile(p string) (int64, string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return n, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fileColumns reads a shard's schema without reading rows, never panicking.
