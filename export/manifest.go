@@ -45,6 +45,9 @@ type Manifest struct {
 	// Rejects checksums the rejects file (nil in manifests written before it existed). Path
 	// is RejectsName when it lies in the output directory, else as given to --rejects.
 	Rejects *RejectsInfo `json:"rejects,omitempty"`
+	// Warnings are ComputeWarnings' findings on the counts above (a single label, most rows
+	// rejected, none written, batches missing a label); absent when there are none.
+	Warnings []Warning `json:"warnings,omitempty"`
 }
 
 // RejectsInfo is the rejects file's size, record count and sha256, as written.
