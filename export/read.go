@@ -32,7 +32,7 @@ type Reader[T any] struct {
 	// far: together they say where a decoding error is.
 	groupEnd []int64
 	decoded  int64
-	ar   *arrowReader[T]
+	ar       *arrowReader[T]
 }
 
 // OpenReader opens the shard at path for reading rows of type T.
