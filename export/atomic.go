@@ -3,6 +3,7 @@ package export
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -88,6 +89,20 @@ func WriteFileAtomic(path string, data []byte) error {
 	}
 	defer a.Abort()
 	if _, err := a.Write(data); err != nil {
+		return err
+	}
+	return a.Commit()
+}
+
+// WriteAtomic writes path atomically, as WriteFileAtomic does, with what write puts into
+// the file: for content produced by an encoder rather than held in memory.
+func WriteAtomic(path string, write func(io.Writer) error) error {
+	a, err := CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	defer a.Abort()
+	if err := write(a); err != nil {
 		return err
 	}
 	return a.Commit()

@@ -54,6 +54,7 @@ inputs that are not the shards of one run).`,
 				}
 				return err
 			}
+			printWarnings(cmd.ErrOrStderr(), m.Warnings)
 			w := cmd.OutOrStdout()
 			verdict := "not verified (--no-verify)"
 			if !noVerify {

@@ -244,6 +244,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		}
 		return err
 	}
+	printWarnings(stderr, m.Warnings)
 	if f.report != "" {
 		path := f.report
 		if path == "-" {

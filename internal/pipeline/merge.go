@@ -128,6 +128,7 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
 		return nil, err
 	}
+	m.Warnings = export.ComputeWarnings(m) // of the whole: a shard alone may lack a label the others have
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
 		return nil, err
 	}

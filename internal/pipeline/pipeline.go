@@ -204,6 +204,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 	}
 
 	m.Rejects = rej.Info(cfg.Out)
+	m.Warnings = export.ComputeWarnings(m)
 	if err := rej.Commit(); err != nil {
 		return nil, err
 	}

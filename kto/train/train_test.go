@@ -316,6 +316,7 @@ func TestRefCacheFollowsData(t *testing.T) {
 	rows := readShard(t, files[0])
 	rows[0].InputIDs[1] = (rows[0].InputIDs[1] + 1) % synVocab
 	writeShard(t, files[0], rows)
+	writeSynManifest(t, dir, synDefault) // the new shard is this run's: its checksum in the manifest
 	if !computed(opts) {
 		t.Error("a changed shard must invalidate the cached reference log-probs")
 	}
