@@ -180,9 +180,15 @@ func (s *runState) setup() error {
 	// Every shard read is checked against the manifest (size, sha256) before step 1: a shard
 	// copied from another run, or a listed one gone missing, is an error, never a silently
 	// different run.
-	var trainStamps, testStamps []shardStamp
+	var trainStamps, testStamps, stamps []shardStamp
+	var testFiles []string
 	if s.train, trainStamps, err = s.manifest.CheckedShards(SplitTrain); err != nil {
 		return err
+	}
+	if !o.NoEval && s.manifest.Lists(SplitTest) {
+		if testFiles, stamps, err = s.manifest.CheckedShards(SplitTest); err != nil {
+			return err
+		}
 	}
 	s.status(fmt.Sprintf("scanning %d train shard(s)", len(s.train)))
 	trainStats, err := ScanSplit(s.train)
@@ -194,17 +200,13 @@ func (s *runState) setup() error {
 		return fmt.Errorf("%w: the train split has no rows", ErrNoShards)
 	}
 	stats := trainStats
-	if !o.NoEval && s.manifest.Lists(SplitTest) {
-		files, stamps, err := s.manifest.CheckedShards(SplitTest)
-		if err != nil {
-			return err
-		}
-		testStats, err := ScanSplit(files)
+	if testFiles != nil {
+		testStats, err := ScanSplit(testFiles)
 		if err != nil {
 			return err
 		}
 		if testStats.Batches > 0 {
-			s.test, s.nTest, testStamps = files, testStats.Batches, stamps
+			s.test, s.nTest, testStamps = testFiles, testStats.Batches, stamps
 			if testStats.MaxLen != trainStats.MaxLen {
 				return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
 			}
