@@ -75,10 +75,10 @@ func writeTrainData(t *testing.T) string {
 	}
 	// The manifest lists the shard with its sha256: train reads only what it vouches for.
 	m := export.NewManifest()
-	m.Config["max_len"], m.Config["kto_batch_size"] = 16, 2
+	m.Config.MaxLen, m.Config.KTOBatchSize = 16, 2
 	m.Tokenizer.VocabSize = 20
 	m.KTO.DesirableWeight, m.KTO.UndesirableWeight = 1, 1
-	size, sum, err := export.HashFile(shard)
+	size, sum, err := export.FileSHA256(shard)
 	if err != nil {
 		t.Fatal(err)
 	}
