@@ -511,8 +511,12 @@ var ErrWrongTokenizer = errors.New("the data was tokenized for another model")
 func (m Manifest) checkModel(src ModelSource, status func(string)) error {
 	tok := m.Tokenizer
 	if m.VocabSize > src.Config.VocabSize {
-		return fmt.Errorf("%w: its tokenizer %s has %d ids, the model's vocab_size is %d", ErrWrongTokenizer,
-			tok.Name, m.VocabSize, src.Config.VocabSize)
+		name := "its tokenizer"
+		if tok.Name != "" {
+			name += " " + tok.Name
+		}
+		return fmt.Errorf("%w (%w): %s has %d ids, the model's vocab_size is %d", ErrWrongTokenizer, ErrBadModelConfig,
+			name, m.VocabSize, src.Config.VocabSize)
 	}
 	if !src.Weights || src.Dir == "" {
 		return nil
