@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 )
 
@@ -46,7 +47,12 @@ inputs that are not the shards of one run).`,
 			if out == "" {
 				return usagef("--out is required")
 			}
-			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly})
+			d, err := outdir.Open(out, outdir.Options{Force: force})
+			if err != nil {
+				return err
+			}
+			defer d.Close() // held through verification
+			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly, Dir: d})
 			if err != nil {
 				if errors.Is(err, pipeline.ErrNotShards) || errors.Is(err, export.ErrOutputExists) ||
 					errors.Is(err, export.ErrNoManifest) {
