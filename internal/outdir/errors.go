@@ -23,8 +23,9 @@ var (
 	ErrUnsafe error = &usageErr{"unsafe output path", true}
 	// ErrDuplicateInput: the same file given twice as input (by any path, link or hard link).
 	ErrDuplicateInput error = &usageErr{"the same input file given twice", true}
-	// ErrBadInput: an input that does not exist or cannot be read.
-	ErrBadInput error = &usageErr{"input cannot be read", true}
+	// ErrBadInput: an input that does not exist or cannot be read. Exit code 1, as for any
+	// input the run cannot read.
+	ErrBadInput error = &usageErr{"input cannot be read", false}
 	// ErrInUse: another ktoloader process holds the directory's lock. Not a usage error:
 	// the same command succeeds once the other run ends.
 	ErrInUse error = &usageErr{"in use by another ktoloader", false}

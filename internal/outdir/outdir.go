@@ -282,7 +282,7 @@ func (d *Dir) notInput(p, what string) error {
 // never leaves a directory that looks finished, and everything removed is journaled before.
 func (d *Dir) Replace(same bool) error {
 	if d.plan.prev != nil && !same && !d.force {
-		return fmt.Errorf("%s: %w (an identical re-run, the same inputs and flags, replaces it without)", d.Path, export.ErrOutputExists)
+		return fmt.Errorf("%s: %w", d.Path, export.ErrOutputExists)
 	}
 	remove := slices.Clone(d.plan.remove)
 	var keep []string // what the journal must keep listing until removed

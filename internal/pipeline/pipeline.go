@@ -136,6 +136,9 @@ func Run(cfg Config) (*export.Manifest, error) {
 		defer d.Close()
 	}
 	if err := d.Replace(SameRun(d.Prev, cfg)); err != nil {
+		if errors.Is(err, export.ErrOutputExists) {
+			err = fmt.Errorf("%w (made from other inputs, flags or tokenizer; an identical re-run replaces it without Force)", err)
+		}
 		return nil, err
 	}
 	cfg.Writer.BeforeRename = func(paths []string) error { return d.Record(paths...) }
