@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -231,20 +232,34 @@ func verifyExit(t *testing.T, out string, want int) {
 	}
 }
 
-// TestOutRoot: --out / is refused, and nothing is written there.
+// TestOutRoot: --out / is refused, and nothing is written there. The refusal is checked on
+// outdir.Open first; the command itself runs only for a user who cannot write / (as root
+// a regression would write shards into /, which a test must never risk).
 func TestOutRoot(t *testing.T) {
 	entries, err := os.ReadDir("/")
 	if err != nil || len(entries) == 0 {
 		t.Skip("an empty or unreadable /")
 	}
 	_, hadLock := os.Stat("/" + outdir.LockName)
-	code, stderr := runCapture(t, prepArgs("--out", "/")...)
-	if code != 2 || !strings.Contains(stderr, "holds") {
-		t.Fatalf("exit %d, stderr %q", code, stderr)
+	d, err := outdir.Open("/", outdir.Options{Force: true})
+	if err == nil {
+		d.Close()
+		t.Fatal("outdir.Open(\"/\") accepted the root directory")
+	}
+	if !errors.Is(err, outdir.ErrForeign) {
+		t.Fatalf("outdir.Open(\"/\"): %v, want ErrForeign", err)
 	}
 	if _, err := os.Stat("/" + outdir.LockName); err == nil && hadLock != nil {
 		os.Remove("/" + outdir.LockName)
-		t.Error("prep --out / created a lock file in /")
+		t.Fatal("a refused --out / created a lock file in /")
+	}
+	if os.Geteuid() == 0 {
+		t.Log("running as root: the command itself is not run against /")
+		return
+	}
+	code, stderr := runCapture(t, prepArgs("--out", "/", "--force")...)
+	if code != 2 || !strings.Contains(stderr, "holds") {
+		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
 }
 
