@@ -512,3 +512,39 @@ func sameTreeBytes(a, b map[string]string) bool {
 	}
 	return true
 }
+
+// TestStandaloneOutputs: validate --rejects and report --html, which have no output
+// directory, never replace an input, a manifest or a user's file, and replace their own.
+func TestStandaloneOutputs(t *testing.T) {
+	e := newSafetyEnv(t)
+	out := filepath.Join(e.dir, "out")
+	if code, stderr := runCapture(t, prepArgs("-i", e.in, "--out", out)...); code != 0 {
+		t.Fatalf("prep: exit %d\n%s", code, stderr)
+	}
+	manifest, _ := os.ReadFile(filepath.Join(out, export.ManifestName))
+	putFile(t, filepath.Join(e.dir, "notes.txt"), "mine")
+	cases := []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"validate --rejects the input", []string{"validate", "-i", e.in, "--rejects", e.in}, 2, "is the input"},
+		{"validate --rejects a user's file", []string{"validate", "-i", e.in, "--rejects", filepath.Join(e.dir, "notes.txt")}, 2, "does not replace it"},
+		{"validate --rejects a new file", []string{"validate", "-i", e.in, "--rejects", filepath.Join(e.dir, "v.jsonl")}, 0, ""},
+		{"validate --rejects its own file again", []string{"validate", "-i", e.in, "--rejects", filepath.Join(e.dir, "v.jsonl")}, 0, ""},
+		{"report --html the manifest", []string{"report", out, "--html", filepath.Join(out, export.ManifestName)}, 2, "is the input"},
+		{"report --html a user's file", []string{"report", out, "--html", filepath.Join(e.dir, "notes.txt")}, 2, "does not replace it"},
+		{"report twice", []string{"report", out}, 0, ""},
+		{"report twice (2)", []string{"report", out}, 0, ""},
+	}
+	for _, tc := range cases {
+		code, stderr := runCapture(t, tc.args...)
+		if code != tc.code || !strings.Contains(stderr, tc.want) {
+			t.Errorf("%s: exit %d, want %d and %q:\n%s", tc.name, code, tc.code, tc.want, stderr)
+		}
+	}
+	e.inputIntact(t)
+	fileIs(t, filepath.Join(e.dir, "notes.txt"), "mine")
+	fileIs(t, filepath.Join(out, export.ManifestName), string(manifest))
+}

@@ -1,8 +1,11 @@
 package outdir
 
 import (
+	"bufio"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -105,4 +108,55 @@ func (d *Dir) CheckOutput(flag, p, kind string) error {
 	}
 	return fmt.Errorf("%w: %s %s exists and is %s that no earlier run into %s wrote; ktoloader does not replace it: remove it or choose another path",
 		ErrUnsafe, flag, p, what, strings.TrimSuffix(d.Path, string(filepath.Separator)))
+}
+
+// CheckFile checks p, an output file given by flag to a command that has no output
+// directory of its own (validate --rejects, report --html): it must not be one of inputs
+// (ErrUnsafe naming both), and an existing file there is replaced only when keep says it is
+// of the kind the command writes (nil: never); a symbolic link or directory never.
+func CheckFile(flag, p string, inputs []string, keep func(string) bool) error {
+	fi, err := os.Stat(p)
+	if err == nil {
+		for _, in := range inputs {
+			if ifi, err := os.Stat(in); err == nil && os.SameFile(fi, ifi) {
+				return fmt.Errorf("%w: %s %s is the input %s; outputs never replace inputs", ErrUnsafe, flag, p, in)
+			}
+		}
+	}
+	lfi, err := os.Lstat(p)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if lfi.Mode().IsRegular() && keep != nil && keep(p) {
+		return nil
+	}
+	return fmt.Errorf("%w: %s %s exists and is not a file this command wrote; ktoloader does not replace it: remove it or choose another path",
+		ErrUnsafe, flag, p)
+}
+
+// IsRejectsFile reports whether p looks like a rejects file (empty, or a first line that is
+// a JSON object with the rejects fields), so that a command may replace its own.
+func IsRejectsFile(p string) bool {
+	f, err := os.Open(p)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	line, err := bufio.NewReaderSize(f, 1<<16).ReadSlice('\n')
+	if len(line) == 0 && errors.Is(err, io.EOF) {
+		return true
+	}
+	var rec map[string]json.RawMessage
+	if json.Unmarshal(line, &rec) != nil {
+		return false
+	}
+	for _, k := range []string{"file", "line", "field", "reason", "raw"} {
+		if _, ok := rec[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
