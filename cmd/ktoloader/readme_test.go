@@ -98,8 +98,9 @@ func TestReadmeFirstScreenTwice(t *testing.T) {
 }
 
 var (
-	codeSpan  = regexp.MustCompile("`([^`\n]+)`")
-	cmdRef    = regexp.MustCompile(`(?:^|[\s(\[])ktoloader\s+([a-z][a-z-]*)`)
+	codeSpan = regexp.MustCompile("`([^`\n]+)`")
+	// "ktoloader CMD", also as "go run ./cmd/ktoloader CMD".
+	cmdRef    = regexp.MustCompile(`(?:^|[\s(\[/])ktoloader\s+([a-z][a-z-]*)`)
 	flagRef   = regexp.MustCompile(`(?:^|[\s\[(=|,])(--[a-z][a-z0-9-]*)`)
 	headingRe = regexp.MustCompile(`^#+\s`)
 	// A heading that says whose flags a table lists: "## prep flags", "(`ktoloader train`)".
