@@ -3,7 +3,6 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
@@ -71,7 +70,9 @@ inputs that are not the shards of one run).`,
 					err = fmt.Errorf("the merged output fails verification: %d violations", len(rep.Violations)+rep.Omitted)
 				}
 				if err != nil {
-					os.Remove(filepath.Join(out, export.ManifestName))
+					if rerr := d.RemoveRun(m); rerr != nil {
+						err = fmt.Errorf("%w (and removing the failed output: %v)", err, rerr)
+					}
 					return err
 				}
 				verdict = fmt.Sprintf("verified %d files, %d rows", rep.Files, rep.Rows)

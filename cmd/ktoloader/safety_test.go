@@ -361,8 +361,8 @@ func TestRejectsOutsideOut(t *testing.T) {
 	verifyExit(t, out, 1)
 }
 
-// TestLockedOut: a directory another ktoloader holds is refused at once, naming its pid;
-// one that a train reads (shared lock) is refused too.
+// TestLockedOut: a directory another ktoloader holds is refused at once, naming its pid, by
+// prep, merge and train; one that a train reads (shared lock) is refused to prep.
 func TestLockedOut(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
 	os.MkdirAll(out, 0o755)
@@ -370,16 +370,22 @@ func TestLockedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, stderr := runCapture(t, prepArgs("--out", out)...)
-	l.Release()
-	if code != 1 || !strings.Contains(stderr, fmt.Sprintf("in use by another ktoloader (pid %d)", os.Getpid())) {
-		t.Fatalf("exit %d, stderr %q", code, stderr)
+	inUse := fmt.Sprintf("in use by another ktoloader (pid %d)", os.Getpid())
+	for _, args := range [][]string{
+		prepArgs("--out", out),
+		{"merge", out, "--out", out},
+		{"train", "--data", out},
+	} {
+		if code, stderr := runCapture(t, args...); code != 1 || !strings.Contains(stderr, inUse) {
+			t.Errorf("%v on a locked directory: exit %d, stderr %q, want 1 and %q", args, code, stderr, inUse)
+		}
 	}
+	l.Release()
 	s, err := outdir.LockShared(out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, stderr = runCapture(t, prepArgs("--out", out)...)
+	code, stderr := runCapture(t, prepArgs("--out", out)...)
 	s.Release()
 	if code != 1 || !strings.Contains(stderr, "train is reading it") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)

@@ -76,6 +76,7 @@ type Dir struct {
 	mu       sync.Mutex
 	journal  *os.File
 	recorded []string // files this run renamed into place (journal entries)
+	replaced bool     // Replace completed: the journal lists only this run's files
 	finished bool
 }
 
@@ -337,6 +338,7 @@ func (d *Dir) Replace(same bool) error {
 	}
 	d.plan = &plan{outside: d.plan.outside}
 	d.Prev = nil
+	d.replaced = true
 	return nil
 }
 
@@ -441,6 +443,34 @@ func (d *Dir) Finish() error {
 	return syncDir(d.Path)
 }
 
+// RemoveRun takes back a finished run that turned out bad (merge's verification failed):
+// its manifest first, so the directory never looks finished, then every file it lists in
+// the directory and the rejects file when inside. Only these are removed.
+func (d *Dir) RemoveRun(m *export.Manifest) error {
+	if err := os.Remove(filepath.Join(d.Path, export.ManifestName)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	if err := syncDir(d.Path); err != nil {
+		return err
+	}
+	paths := []string{export.RejectsName}
+	for _, f := range m.Files {
+		paths = append(paths, f.Path)
+	}
+	for _, p := range paths {
+		if !filepath.IsLocal(filepath.FromSlash(p)) {
+			continue
+		}
+		if err := os.Remove(filepath.Join(d.Path, filepath.FromSlash(p))); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+	}
+	for _, kind := range shardKinds {
+		os.Remove(filepath.Join(d.Path, kind)) // only when empty
+	}
+	return syncDir(d.Path)
+}
+
 // Close ends the run's hold. A run that did not Finish removes the files it had renamed
 // into place (so a failed run, a full disk included, leaves nothing that looks finished)
 // and its journal; a directory it created and left empty goes too. Then the lock is
@@ -453,7 +483,11 @@ func (d *Dir) Close() {
 		}
 		d.journal.Close()
 		d.journal = nil
-		os.Remove(filepath.Join(d.Path, JournalName))
+		// A Replace that stopped half way keeps the journal: it lists the earlier run's
+		// files not yet removed, which the next run then recognizes.
+		if d.replaced {
+			os.Remove(filepath.Join(d.Path, JournalName))
+		}
 		for _, kind := range shardKinds {
 			os.Remove(filepath.Join(d.Path, kind)) // only when empty
 		}

@@ -236,3 +236,37 @@ func TestTempNames(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveRun: a finished run taken back (merge's verification failed) leaves a directory
+// the next run accepts without --force.
+func TestRemoveRun(t *testing.T) {
+	dir := t.TempDir()
+	d, err := Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Replace(false); err != nil {
+		t.Fatal(err)
+	}
+	touch(t, dir, "kto/train-00000-of-00001.parquet", "rejects.jsonl")
+	writeManifest(t, dir, "kto/train-00000-of-00001.parquet")
+	if err := d.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := export.ReadManifest(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.RemoveRun(m); err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
+	if got := list(t, dir); !slices.Equal(got, []string{LockName}) {
+		t.Errorf("left %v", got)
+	}
+	d, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatalf("the next run: %v", err)
+	}
+	d.Close()
+}
