@@ -519,7 +519,7 @@ func sameTreeBytes(a, b map[string]string) bool {
 	return true
 }
 
-// TestStandaloneOutputs: validate --rejects and report --html, which have no output
+// TestStandaloneOutputs: validate --rejects, report --html and score --out, which have no output
 // directory, never replace an input, a manifest or a user's file, and replace their own.
 func TestStandaloneOutputs(t *testing.T) {
 	e := newSafetyEnv(t)
@@ -541,6 +541,7 @@ func TestStandaloneOutputs(t *testing.T) {
 		{"validate --rejects its own file again", []string{"validate", "-i", e.in, "--rejects", filepath.Join(e.dir, "v.jsonl")}, 0, ""},
 		{"report --html the manifest", []string{"report", out, "--html", filepath.Join(out, export.ManifestName)}, 2, "is the input"},
 		{"report --html a user's file", []string{"report", out, "--html", filepath.Join(e.dir, "notes.txt")}, 2, "does not replace it"},
+		{"score --out a shard it reads", []string{"score", "--data", out, "--model", "tiny", "--out", filepath.Join(out, "kto", "train-00000-of-00001.parquet")}, 2, "is the input"},
 		{"report twice", []string{"report", out}, 0, ""},
 		{"report twice (2)", []string{"report", out}, 0, ""},
 	}
@@ -553,4 +554,5 @@ func TestStandaloneOutputs(t *testing.T) {
 	e.inputIntact(t)
 	fileIs(t, filepath.Join(e.dir, "notes.txt"), "mine")
 	fileIs(t, filepath.Join(out, export.ManifestName), string(manifest))
+	verifyExit(t, out, 0)
 }
