@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -28,6 +29,9 @@ var (
 	// ErrUnlisted: a shard file in the directory that the manifest does not list.
 	ErrUnlisted = errors.New("shard not listed in the manifest (left from another run?)")
 )
+
+// shardName matches a finished shard file name: train-00000-of-00003.parquet.
+var shardName = regexp.MustCompile(`^\w+(\.\w+)*-\d{5}-of-\d{5}\.(parquet|arrow)$`)
 
 // Shards returns the manifest's shards of kind and split in shard order: the Parquet ones,
 // or the Arrow ones when the run wrote no Parquet.

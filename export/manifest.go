@@ -301,3 +301,15 @@ func parseManifest(p string, data []byte) (*Manifest, error) {
 func localPath(p string) bool {
 	return p != "" && !strings.Contains(p, `\`) && filepath.IsLocal(filepath.FromSlash(p)) && !strings.HasPrefix(p, "/")
 }
+
+// ResolveRejects is where the rejects file of the run in dir lies: dir/rejects.jsonl by
+// default, else the manifest's path, which is relative to dir (an absolute path is kept).
+func ResolveRejects(dir string, m *Manifest) string {
+	if m == nil || m.Rejects == nil || m.Rejects.Path == "" || m.Rejects.Path == RejectsName {
+		return filepath.Join(dir, RejectsName)
+	}
+	if filepath.IsAbs(m.Rejects.Path) {
+		return m.Rejects.Path
+	}
+	return filepath.Join(dir, filepath.FromSlash(m.Rejects.Path))
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/kto/train"
 )
@@ -174,6 +175,13 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		return err
 	}
 	defer restore()
+	// Shared: trains on one data set may run together (their ref_logps/ cache writes are
+	// atomic and checked by sha256), but no prep or merge replaces the data under them.
+	lock, err := outdir.LockShared(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 
 	var logW *bufio.Writer
