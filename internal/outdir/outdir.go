@@ -5,7 +5,7 @@
 // previous run's manifest or an interrupted run's journal lists, plus this program's own
 // temporary files; and it journals each finished-named file before it is renamed into place,
 // so that a run interrupted before its manifest can be cleaned without guessing, and a run
-// that fails removes what it had renamed. It imports export (names, the manifest), the
+// that fails removes what it had renamed. It may import export (names, the manifest), the
 // standard library, and golang.org/x/sys/windows for the lock on Windows.
 //
 // What is ours, in OUT: manifest.json (a ktoloader manifest) and every file it lists (the
