@@ -11,7 +11,7 @@ import (
 func TestComputeWarnings(t *testing.T) {
 	balanced := func() *Manifest {
 		m := NewManifest()
-		m.Config["max_len"], m.Config["truncate"], m.Config["max_line_bytes"] = 2048, "reject", 1<<26
+		m.Config.MaxLen, m.Config.Truncate, m.Config.MaxLineBytes = 2048, "reject", 1<<26
 		m.Counts.Read, m.Counts.Written = 100, 100
 		m.Counts.Splits["train"] = SplitCounts{Examples: 100, Desirable: 50, Undesirable: 50}
 		m.KTO.BatchSize = 8
@@ -43,7 +43,7 @@ func TestComputeWarnings(t *testing.T) {
 			t.Errorf("message %q lacks %q", msg, want)
 		}
 	}
-	m.Config["truncate"] = "keep-end"
+	m.Config.Truncate = "keep-end"
 	if msg := ComputeWarnings(m)[0].Message; strings.Contains(msg, "--truncate keep-end keeps") {
 		t.Errorf("already keep-end, still suggested: %q", msg)
 	}
