@@ -47,8 +47,9 @@ var allowed = map[string][]string{
 	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash"},
 	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
 	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash"},
-	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
-	"cmd/ktoloader": {"internal/pipeline", "export", "export/report", "kto/train", "internal/rowpath", "kto",
+	"internal/outdir":   {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"internal/pipeline": {"export", "internal/outdir", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash"},
+	"cmd/ktoloader": {"internal/pipeline", "internal/outdir", "export", "export/report", "kto/train", "internal/rowpath", "kto",
 		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash"},
 
 	"internal/hub":         {},
