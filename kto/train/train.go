@@ -6,7 +6,8 @@
 // loss in loss.go (LossConfig.Build, TRL's kto_loss), the shards in dataset.go
 // (BatchReader), reference log-probs in reflogps.go, and the loop here (Run).
 //
-// One optimizer step sees one KTO batch (or GradAccum of them). Its sequences are laid out
+// One optimizer step sees one KTO batch (or GradAccum of them), in one pass or in
+// micro-batches (micro.go), with stored or recomputed layer activations (recompute.go). Its sequences are laid out
 // again for the graphs (layout.go: targets and KL pairs in two groups, block-sparse
 // attention, KL pairs reusing their target's prompt) and go through the model once;
 // per-token log-probs of completion tokens are summed per example with a one-hot
@@ -30,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/backends/simplego"
@@ -121,12 +123,17 @@ type runState struct {
 	optim    gradientOptimizer
 	trainEx  *shapedExec // apply the update
 	accumEx  *shapedExec // accumulate gradients only (GradAccum > 1)
-	evalEx   *shapedExec
-	refEx    *shapedExec
+	// With micro-batches (micro.go): the KL pass, and the gradient passes that apply the
+	// update or only accumulate.
+	klEx, trainMicroEx, accumMicroEx *shapedExec
+	evalEx                           *shapedExec
+	refEx                            *shapedExec
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
 	fixedDims *layoutDims
+	// fixedMicroDims is fixedDims for micro-batches.
+	fixedMicroDims *layoutDims
 	// refTrain and refTest cache the splits' reference log-probs (nil: on the fly).
 	refTrain *refCache
 	refTest  *refCache
@@ -161,6 +168,10 @@ func run(stdctx stdcontext.Context, opts Options) (Summary, error) {
 	if err := s.setup(); err != nil {
 		return Summary{}, err
 	}
+	// Setup's transient host copies (random init's values before they become tensors, a
+	// frozen reference freed after precomputing) would otherwise stay resident as free heap:
+	// a step's peak RSS then shows the load's, not its own.
+	debug.FreeOSMemory()
 	return s.loop(stdctx)
 }
 
@@ -289,9 +300,15 @@ func (s *runState) setup() error {
 		}
 	}
 	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph(s.refNet))
-	s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true))
-	if o.GradAccum > 1 {
-		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
+	if s.microPasses() == 1 {
+		s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, false))
+		if o.GradAccum > 1 {
+			s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, false))
+		}
+	} else {
+		s.klEx = newShapedExec(s.backend, s.ctx, s.klGraph)
+		s.trainMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, true))
+		s.accumMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, true))
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
