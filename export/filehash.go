@@ -19,7 +19,7 @@ func FileSHA256(path string) (size int64, sum string, err error) {
 	h := sha256.New()
 	n, err := io.Copy(h, f)
 	if err != nil {
-		return n, "", err
+		return n, "", &FileError{Path: path, Err: err}
 	}
 	return n, hex.EncodeToString(h.Sum(nil)), nil
 }

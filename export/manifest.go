@@ -2,6 +2,8 @@ package export
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -43,6 +45,9 @@ type Manifest struct {
 	// Rejects checksums the rejects file (nil in manifests written before it existed). Path
 	// is RejectsName when it lies in the output directory, else as given to --rejects.
 	Rejects *RejectsInfo `json:"rejects,omitempty"`
+	// Warnings are ComputeWarnings' findings on the counts above (a single label, most rows
+	// rejected, none written, batches missing a label); absent when there are none.
+	Warnings []Warning `json:"warnings,omitempty"`
 }
 
 // RejectsInfo is the rejects file's size, record count and sha256, as written.
@@ -255,14 +260,27 @@ func WriteManifest(dir string, m *Manifest) error {
 // ReadManifest reads dir/manifest.json: ErrNoManifest when absent, ErrBadManifest when it
 // is not a manifest.
 func ReadManifest(dir string) (*Manifest, error) {
+	m, _, err := ReadManifestSHA256(dir)
+	return m, err
+}
+
+// ReadManifestSHA256 is ReadManifest that also returns the hex sha256 of the file's bytes:
+// it identifies the run's data (a trainer keys its caches on it).
+func ReadManifestSHA256(dir string) (*Manifest, string, error) {
 	p := filepath.Join(dir, ManifestName)
 	data, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", dir, ErrNoManifest)
+		return nil, "", fmt.Errorf("%s: %w", dir, ErrNoManifest)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	sum := sha256.Sum256(data)
+	m, err := parseManifest(p, data)
+	return m, hex.EncodeToString(sum[:]), err
+}
+
+func parseManifest(p string, data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.UseNumber() // split statistics (any) keep their digits
@@ -282,4 +300,16 @@ func ReadManifest(dir string) (*Manifest, error) {
 // directory.
 func localPath(p string) bool {
 	return p != "" && !strings.Contains(p, `\`) && filepath.IsLocal(filepath.FromSlash(p)) && !strings.HasPrefix(p, "/")
+}
+
+// ResolveRejects is where the rejects file of the run in dir lies: dir/rejects.jsonl by
+// default, else the manifest's path, which is relative to dir (an absolute path is kept).
+func ResolveRejects(dir string, m *Manifest) string {
+	if m == nil || m.Rejects == nil || m.Rejects.Path == "" || m.Rejects.Path == RejectsName {
+		return filepath.Join(dir, RejectsName)
+	}
+	if filepath.IsAbs(m.Rejects.Path) {
+		return m.Rejects.Path
+	}
+	return filepath.Join(dir, filepath.FromSlash(m.Rejects.Path))
 }

@@ -119,7 +119,7 @@ func TestRunConfigConversions(t *testing.T) {
 	if err != nil || w.Format != FormatBoth || w.ShardRows != 1<<40 || w.ShardBytes != 0 {
 		t.Errorf("Writer() = %+v, %v", w, err)
 	}
-	if w, err := (RunConfig{}).Writer(); err != nil || w != (WriterOptions{}) {
+	if w, err := (RunConfig{}).Writer(); err != nil || w.Format != (WriterOptions{}).Format || w.ShardRows != 0 || w.ShardBytes != 0 || w.BeforeRename != nil {
 		t.Errorf("zero RunConfig: Writer() = %+v, %v", w, err)
 	}
 	if _, err := (RunConfig{Format: "csv"}).Writer(); err == nil {

@@ -517,17 +517,23 @@ func (v *verifier) hashIDs(extra int64, parts ...[]int32) uint64 {
 }
 
 // checkRejects compares rejects.jsonl with counts.rejected, and checks each record's shape.
+// A rejects file outside the directory (prep --rejects elsewhere) is found through the
+// manifest's path, relative to the directory, and named as the manifest names it.
 func (v *verifier) checkRejects() {
-	p := filepath.Join(v.dir, RejectsName)
+	p := ResolveRejects(v.dir, v.m)
+	name := RejectsName
+	if ri := v.m.Rejects; ri != nil && ri.Path != "" {
+		name = ri.Path
+	}
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
 		if v.m.Counts.Rejected > 0 {
-			v.add(RejectsName, -1, CheckRejects, "missing, but counts.rejected is %d", v.m.Counts.Rejected)
+			v.add(name, -1, CheckRejects, "missing (%s), but counts.rejected is %d", p, v.m.Counts.Rejected)
 		}
 		return
 	}
 	if err != nil {
-		v.add(RejectsName, -1, CheckRejects, "%v", err)
+		v.add(name, -1, CheckRejects, "%v", err)
 		return
 	}
 	defer f.Close()
@@ -542,11 +548,11 @@ func (v *verifier) checkRejects() {
 		if len(line) > 0 {
 			var rec map[string]json.RawMessage
 			if jerr := json.Unmarshal(line, &rec); jerr != nil {
-				v.add(RejectsName, n, CheckRejects, "not a JSON object: %v", jerr)
+				v.add(name, n, CheckRejects, "not a JSON object: %v", jerr)
 			} else {
 				for _, k := range []string{"file", "line", "field", "reason", "raw"} {
 					if _, ok := rec[k]; !ok {
-						v.add(RejectsName, n, CheckRejects, "record has no %q", k)
+						v.add(name, n, CheckRejects, "record has no %q", k)
 					}
 				}
 				var reason string
@@ -560,16 +566,16 @@ func (v *verifier) checkRejects() {
 			break
 		}
 		if err != nil {
-			v.add(RejectsName, -1, CheckRejects, "%v", err)
+			v.add(name, -1, CheckRejects, "%v", err)
 			return
 		}
 	}
 	if n != v.m.Counts.Rejected {
-		v.add(RejectsName, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
+		v.add(name, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
 	}
-	if ri := v.m.Rejects; ri != nil && ri.Path == RejectsName {
+	if ri := v.m.Rejects; ri != nil {
 		if sum := hex.EncodeToString(h.Sum(nil)); sum != ri.SHA256 || size != ri.Bytes {
-			v.add(RejectsName, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
+			v.add(name, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
 		}
 	}
 	// Each reason as often as counts.reasons says (this also covers manifests written
@@ -586,7 +592,7 @@ func (v *verifier) checkRejects() {
 	sort.Strings(names)
 	for _, k := range names {
 		if reasons[k] != v.m.Counts.Reasons[k] {
-			v.add(RejectsName, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
+			v.add(name, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
 		}
 	}
 }

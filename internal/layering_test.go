@@ -22,14 +22,15 @@ import (
 //
 //	cmd/ktoloader → internal/pipeline → export, kto/train → kto → tokenize → loader
 //
-// A package may import any package below it in that order (kto may import loader directly);
+// A package may import any package below it in that order (kto may import loader directly).
 // tokenize/bpe, the base tokenizer, sits under tokenize, which alone imports it (the others
-// use its types through tokenize's names);
-// export/report and internal/rowpath sit beside export (rowpath: the one path of a row, for
-// pipeline and the commands; report: reads an output directory, for the commands). kto/train
-// may read prep's manifest through export; export never imports kto/train. internal/pipeline
-// does not import kto/train either (stricter than the order above): prep as a library does
-// not pull in the trainer and GomlX.
+// use its types through tokenize's names). export/report and internal/rowpath sit beside
+// export (rowpath: the one path of a row, for pipeline and the commands; report: reads an
+// output directory, for the commands); internal/outdir (an output directory held by one
+// run) sits under cmd and internal/pipeline, over export. kto/train may read prep's manifest
+// through export; export never imports kto/train. internal/pipeline does not import
+// kto/train either (stricter than the order above): prep as a library does not pull in the
+// trainer and GomlX.
 //
 // The helpers import nothing of this module but the two leaf codecs (internal/gen and
 // internal/safetensors: jsonstr, gen also stablehash), so that any layer can use them, and
@@ -37,9 +38,9 @@ import (
 // for the tokenizer, and by kto/train, for weights; internal/safetensors by kto/train;
 // internal/gen (synthetic rows) by cmd/ktoloader; testdata (the embedded sample and demo
 // tokenizer), internal/stablehash (the hashes and the random stream that outputs depend on)
-// and internal/jsonstr (the JSON string decoder and encoders) by anyone. internal/shared (the ../shared folder
-// for tests) is for tests only, which are not checked here: a test may import upwards
-// (report's tests run the pipeline).
+// and internal/jsonstr (the JSON string decoder and encoders) by anyone. internal/shared
+// (the ../shared folder for tests) is for tests only, which are not checked here: a test may
+// import upwards (report's tests run the pipeline).
 //
 // A new package must be added here: the test fails for a package it does not know.
 var allowed = map[string][]string{
@@ -51,8 +52,9 @@ var allowed = map[string][]string{
 	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
 	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
 	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"internal/pipeline": {"export", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"cmd/ktoloader": {"internal/pipeline", "export", "export/report", "kto/train", "internal/rowpath", "kto",
+	"internal/outdir":   {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"internal/pipeline": {"export", "internal/outdir", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"cmd/ktoloader": {"internal/pipeline", "internal/outdir", "export", "export/report", "kto/train", "internal/rowpath", "kto",
 		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash", "internal/jsonstr"},
 
 	"internal/hub":         {},

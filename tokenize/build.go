@@ -92,13 +92,22 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 	}
 	// The spelled texts are made after the ids: not beside a huge text's BPE working set.
 	ex.PromptIDs = make([]int32, 0, textBytes(r.Prompt)/3+8)
-	ex.PromptAssistant = make([]bool, 0, cap(ex.PromptIDs))
+	ends := make([]int, len(r.Prompt)) // each segment's end in PromptIDs
 	for i, s := range r.Prompt {
-		n := len(ex.PromptIDs)
 		ex.PromptIDs = m.appendSegment(ex.PromptIDs, s)
-		for range len(ex.PromptIDs) - n {
-			ex.PromptAssistant = append(ex.PromptAssistant, r.PromptAssistant[i])
+		ends[i] = len(ex.PromptIDs)
+	}
+	// Made once at its final size: appended id by id it grew past its estimate beside a
+	// huge text's ids, old and new arrays both live.
+	ex.PromptAssistant = make([]bool, len(ex.PromptIDs))
+	start := 0
+	for i, end := range ends {
+		if r.PromptAssistant[i] {
+			for j := start; j < end; j++ {
+				ex.PromptAssistant[j] = true
+			}
 		}
+		start = end
 	}
 	ex.CompletionIDs = m.AppendIDs(make([]int32, 0, textBytes(r.Completion)/3+4), r.Completion)
 	ex.Prompt, ex.Completion = Spell(r.Prompt), Spell(r.Completion)

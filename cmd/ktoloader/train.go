@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/kto/train"
 )
@@ -57,6 +58,12 @@ org/name[@rev] from the Hugging Face cache (downloaded unless --offline). --lora
 PEFT-style LoRA adapter on the frozen base (the reference is the base, adapter off);
 --dtype bfloat16 runs frozen weights and matrix products in bf16. --save-adapter and
 --save-merged write what vLLM and transformers load. --plan prints the memory plan.
+
+Memory: --micro-batch N runs each KTO batch's examples N at a time, gradients accumulated
+before the one optimizer step (z0 stays the whole batch's: a forward-only KL pass over all
+micro-batches comes first); --recompute keeps only each decoder layer's input for the
+backward pass and recomputes the layer there. Both give the single-graph step's results
+(within float32 rounding) for about one more forward pass each.
 
 --resume continues only the same run: it refuses checkpoints made with another model config or weights, data (manifest sha256), seed, max_len, KTO batch size, --grad-accum, --dtype, LoRA settings, --adapter or loss; an incomplete checkpoint (a kill while saving) is moved aside and the newest complete one is used.
 
@@ -113,6 +120,8 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.Float64Var(&o.WeightDecay, "weight-decay", 0, "AdamW decoupled weight decay")
 	fl.Float64Var(&f.clipGradNorm, "clip-grad-norm", train.DefaultClipGradNorm, "clip the global gradient norm (0 disables)")
 	fl.IntVar(&o.GradAccum, "grad-accum", 1, "KTO batches per optimizer step (gradients averaged)")
+	fl.IntVar(&o.MicroBatch, "micro-batch", 0, "examples per forward/backward pass, gradients accumulated over the KTO batch (0: the whole batch in one pass; z0 stays the whole batch's)")
+	fl.BoolVar(&o.Recompute, "recompute", false, "per-layer recomputation: keep only each decoder layer's input for the backward pass and recompute the layer there (~1 more forward; needs --lora-dropout 0)")
 	fl.IntVar(&o.Steps, "steps", 0, "optimizer steps (default: --epochs passes over the train split)")
 	fl.IntVar(&o.Epochs, "epochs", train.DefaultEpochs, "passes over the train split when --steps is 0")
 	fl.Int64Var(&f.seed, "seed", train.DefaultSeed, "seed of the initial weights (and so of the reference model)")
@@ -174,6 +183,13 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		return err
 	}
 	defer restore()
+	// Shared: trains on one data set may run together (their ref_logps/ cache writes are
+	// atomic and checked by sha256), but no prep or merge replaces the data under them.
+	lock, err := outdir.LockShared(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 
 	var logW *bufio.Writer
@@ -358,7 +374,21 @@ func runPlan(cmd *cobra.Command, f *trainFlags) error {
 	if err != nil {
 		return usageError{fmt.Errorf("train --plan: --gpu-memory: %w", err)}
 	}
-	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: f.planMaxLen, BatchSize: f.planBatch, GPUMemory: mem}
+	maxLen, batch := f.planMaxLen, f.planBatch
+	if o.DataDir != "" {
+		m, err := train.ReadManifest(o.DataDir)
+		if err != nil {
+			return fmt.Errorf("train --plan: %w", err)
+		}
+		if m.MaxLen > 0 {
+			maxLen = m.MaxLen
+		}
+		if m.BatchSize > 0 {
+			batch = m.BatchSize
+		}
+	}
+	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: maxLen, BatchSize: batch, GPUMemory: mem,
+		MicroBatch: min(o.MicroBatch, batch), Recompute: o.Recompute}
 	if o.LoRA.Rank > 0 {
 		po.LoRATargets = splitList(f.loraTargets)
 	}

@@ -17,6 +17,7 @@ import (
 	"strconv"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -49,6 +50,8 @@ type MergeConfig struct {
 	Out    string
 	Force  bool // replace a finished run in Out
 	Copy   bool // copy sft/ files rather than hard-link them
+	// Dir, when set, is Out already opened (and locked) by the caller, which closes it.
+	Dir *outdir.Dir
 }
 
 // Merge sentinel errors.
@@ -76,7 +79,16 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 			return nil, fmt.Errorf("merge: the output %s is one of the inputs", cfg.Out)
 		}
 	}
-	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
+	d := cfg.Dir
+	if d == nil {
+		if d, err = outdir.Open(cfg.Out, outdir.Options{Force: cfg.Force}); err != nil {
+			return nil, err
+		}
+		defer d.Close()
+	}
+	// The merged manifest does not record which directories it came from, so a finished
+	// run in Out is replaced only with Force.
+	if err := d.Replace(false); err != nil {
 		return nil, err
 	}
 	first := runs[0].m
@@ -88,6 +100,8 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
+	wopt.BeforeRename = func(paths []string) error { return d.Record(paths...) }
+	cfg.Dir = d // mergeSplit journals the sft/ links
 	m.KTO.BatchSize = kc.BatchSize
 	m.Packing.MaxLen = kc.MaxLen
 
@@ -125,10 +139,14 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if tr, ok := m.KTO.Splits["train"]; ok {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
-	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
+	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName), d); err != nil {
 		return nil, err
 	}
+	m.Warnings = export.ComputeWarnings(m) // of the whole: a shard alone may lack a label the others have
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
+		return nil, err
+	}
+	if err := d.Finish(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -515,7 +533,11 @@ func linkSFT(cfg MergeConfig, runs []shardRun, split string, maxLen int) ([]expo
 	for _, s := range srcs {
 		name := fmt.Sprintf("%s-%05d-of-%05d.%s", split, s.idx, base, s.f.Format)
 		rel := path.Join(export.KindSFT, name)
-		if err := linkOrCopy(filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), filepath.Join(cfg.Out, filepath.FromSlash(rel)), cfg.Copy); err != nil {
+		dst := filepath.Join(cfg.Out, filepath.FromSlash(rel))
+		if err := cfg.Dir.Record(dst); err != nil {
+			return files, info, err
+		}
+		if err := linkOrCopy(filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), dst, cfg.Copy); err != nil {
 			return files, info, err
 		}
 		f := s.f
@@ -551,7 +573,7 @@ func linkOrCopy(src, dst string, copy bool) error {
 
 // concatRejects writes the runs' rejects files, in shard order, to dst, and returns its
 // manifest entry.
-func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
+func concatRejects(runs []shardRun, dst string, d *outdir.Dir) (*export.RejectsInfo, error) {
 	out, err := export.CreateAtomic(dst)
 	if err != nil {
 		return nil, err
@@ -562,13 +584,13 @@ func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
 	w := bufio.NewWriterSize(io.MultiWriter(out, h, &cw), 1<<20)
 	var rows int64
 	for _, r := range runs {
-		p := filepath.Join(r.dir, export.RejectsName)
+		p := export.ResolveRejects(r.dir, r.m)
 		in, err := os.Open(p)
 		if errors.Is(err, os.ErrNotExist) && r.m.Counts.Rejected == 0 {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: its rejects are not in %s (prep --rejects elsewhere?): %w", r.dir, export.RejectsName, err)
+			return nil, fmt.Errorf("%s: its rejects file %s: %w", r.dir, p, err)
 		}
 		_, err = io.Copy(w, in)
 		in.Close()
@@ -578,6 +600,9 @@ func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
 		rows += r.m.Counts.Rejected
 	}
 	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	if err := d.Record(dst); err != nil {
 		return nil, err
 	}
 	if err := out.Commit(); err != nil {

@@ -71,7 +71,7 @@ type keyStore struct {
 func newKeyStore(dir string) (*keyStore, error) {
 	ks := &keyStore{dir: dir, index: map[string]uint32{}}
 	for b := range numBuckets {
-		f, err := os.CreateTemp(dir, fmt.Sprintf(".tmp-keys-%03d-*", b))
+		f, err := os.CreateTemp(dir, export.TempPattern(fmt.Sprintf("keys-%03d", b)))
 		if err != nil {
 			ks.Close()
 			return nil, err

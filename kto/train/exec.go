@@ -59,8 +59,8 @@ func (e *shapedExec) finalize() {
 // scanLayouts sets fixedDims to sizes that fit every batch of both splits.
 func (s *runState) scanLayouts() error {
 	s.status("scanning batch shapes")
-	var most layoutDims
-	for _, files := range [][]string{s.train, s.test} {
+	var most, mostMicro layoutDims
+	for split, files := range [][]string{s.train, s.test} {
 		if files == nil {
 			continue
 		}
@@ -76,10 +76,16 @@ func (s *runState) scanLayouts() error {
 			}
 			_, _, need := b.layoutNeed(s.shape.MaxLen, s.blockSize)
 			most = layoutDims{most.Target.max(need.Target), most.KL.max(need.KL)}
+			if split == 0 && s.microPasses() > 1 {
+				for _, p := range s.microParts(b) {
+					mostMicro = layoutDims{mostMicro.Target.max(p.need.Target), mostMicro.KL.max(p.need.KL)}
+				}
+			}
 		}
 		br.Close()
 	}
 	s.fixedDims = &layoutDims{most.Target.rounded(), most.KL.rounded()}
+	s.fixedMicroDims = &layoutDims{mostMicro.Target.rounded(), mostMicro.KL.rounded()}
 	return nil
 }
 

@@ -29,6 +29,19 @@ const (
 	inRefKL     = inDesirable + 4
 )
 
+// Inputs of a micro-batch's gradient pass (micro.go): the eight arrays of the micro-batch's
+// target group, then seven [B] float32 arrays over the whole KTO batch, the policy's KL-pair
+// log-probs (from the KL pass) and the micro-batch's slot mask among them.
+const (
+	mbDesirable = numGroupInputs + iota
+	mbPresent
+	mbKLPresent
+	mbRef
+	mbRefKL
+	mbPolicyKL
+	mbMicro
+)
+
 func seqInputs(in []*graph.Node) SeqInputs {
 	return SeqInputs{InputIDs: in[inIDs], PositionIDs: in[inPositions], PairQuery: in[inPairQuery],
 		PairKey: in[inPairKey], PairBias: in[inPairBias], LabelPos: in[inLabelPos], Labels: in[inLabels]}
@@ -48,13 +61,39 @@ func (s *runState) forwardGraph(net Net) func(ctx *context.Context, in []*graph.
 
 // lossGraph runs the policy and the loss.
 func (s *runState) lossGraph(ctx *context.Context, in []*graph.Node) LossOutputs {
-	logps := s.forwardGraph(s.net)(ctx, in)
+	out, _ := s.lossPass(ctx, in, false)
+	return out
+}
+
+// lossPass builds the policy forward and the loss of a whole-batch graph (in: the graph
+// inputs above) or of a micro-batch's gradient pass (micro: the mb* inputs), and the policy
+// pass that differentiates it.
+func (s *runState) lossPass(ctx *context.Context, in []*graph.Node, micro bool) (LossOutputs, policyPass) {
+	B := s.shape.BatchSize
+	if micro {
+		p := s.net.buildPolicyPass(ctx, seqInputs(in[inTarget:]), nil, s.opts.Recompute)
+		return s.loss.Build(LossInputs{
+			Policy: perSlotSum(p.target, in[inTarget+inSlots], B), Ref: in[mbRef],
+			PolicyKL: in[mbPolicyKL], RefKL: in[mbRefKL],
+			Desirable: in[mbDesirable], Present: in[mbPresent], KLPresent: in[mbKLPresent], Micro: in[mbMicro],
+		}), p
+	}
+	kl := seqInputs(in[inKL:])
+	p := s.net.buildPolicyPass(ctx, seqInputs(in[inTarget:]), &kl, s.opts.Recompute)
 	return s.loss.Build(LossInputs{
-		Policy: logps[0], Ref: in[inRef],
+		Policy: perSlotSum(p.target, in[inTarget+inSlots], B), Ref: in[inRef],
 		// TRL computes the policy's KL-pair log-probs under no_grad; z0 is detached anyway.
-		PolicyKL: graph.StopGradient(logps[1]), RefKL: in[inRefKL],
+		PolicyKL: graph.StopGradient(perSlotSum(p.kl, in[inKL+inSlots], B)), RefKL: in[inRefKL],
 		Desirable: in[inDesirable], Present: in[inPresent], KLPresent: in[inKLPresent],
-	})
+	}), p
+}
+
+// klGraph is the KL pass of a micro-batched step: the policy's summed KL-pair log-probs
+// [B] of one micro-batch (whole-batch layout inputs), forward only.
+func (s *runState) klGraph(ctx *context.Context, in []*graph.Node) []*graph.Node {
+	ctx.SetTraining(in[0].Graph(), true) // as in the step that follows (LoRA dropout)
+	_, kl := s.net.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
+	return []*graph.Node{perSlotSum(kl, in[inKL+inSlots], s.shape.BatchSize)}
 }
 
 func metricNodes(out LossOutputs) []*graph.Node {
@@ -68,19 +107,21 @@ func (s *runState) evalGraph(ctx *context.Context, in []*graph.Node) []*graph.No
 // accumulatorScope holds the gradient sums of GradAccum micro-batches.
 const accumulatorScope = "/grad_accum"
 
-// stepGraph builds a training step. With apply false it adds the gradients to
-// accumulators; with apply true it averages the accumulated and current gradients, clips
-// their global norm, applies AdamW and clears the accumulators. Outputs: the loss metrics
-// and the gradient norm before clipping (0 when not applying).
-func (s *runState) stepGraph(apply bool) func(ctx *context.Context, in []*graph.Node) []*graph.Node {
+// stepGraph builds a training step: one pass over a whole KTO batch, or (micro) one
+// micro-batch's gradient pass. With apply false it adds the gradients to accumulators; with
+// apply true it adds the accumulated and current gradients, divides by GradAccum (the
+// micro-batches' loss shares already add up to their batch's loss), clips their global
+// norm, applies AdamW and clears the accumulators. Outputs: the loss metrics and the
+// gradient norm before clipping (0 when not applying).
+func (s *runState) stepGraph(apply, micro bool) func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 	return func(ctx *context.Context, in []*graph.Node) []*graph.Node {
 		g := in[0].Graph()
 		ctx.SetTraining(g, true) // LoRA dropout
-		out := s.lossGraph(ctx, in)
-		grads := ctx.BuildTrainableVariablesGradientsGraph(out.Loss)
+		out, pass := s.lossPass(ctx, in, micro)
+		grads := pass.grads(out.Loss)
 		metrics := metricNodes(out)
 		accum := s.opts.GradAccum
-		if accum > 1 {
+		if s.passesPerStep() > 1 {
 			i := 0
 			for v := range ctx.IterVariables() {
 				if !v.Trainable || !v.InUseByGraph(g) {

@@ -17,8 +17,8 @@ type sums struct {
 	batches                                        int
 }
 
-func (m *sums) add(outs []*tensors.Tensor) {
-	v := func(i int) float64 { return float64(tensors.ToScalar[float32](outs[i])) }
+func (m *sums) add(outs []float64) {
+	v := func(i int) float64 { return outs[i] }
 	m.loss += v(0)
 	m.kl += v(1)
 	m.chosen += v(2)
@@ -66,7 +66,7 @@ func (s *runState) evaluate() (Metrics, error) {
 		if err != nil {
 			return Metrics{}, err
 		}
-		m.add(outs)
+		m.add(scalars(outs))
 	}
 	return m.metrics(), nil
 }
@@ -175,16 +175,12 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 			}
 			s.announceRefs(r, s.refTrain, SplitTrain)
 			consumed++
-			exec := s.trainEx
-			if micro < o.GradAccum-1 {
-				exec = s.accumEx
-			}
-			outs, err := s.execBatch(exec, r.b, r.ref, r.refKL)
+			outs, err := s.stepBatch(r.b, r.ref, r.refKL, micro == o.GradAccum-1)
 			if err != nil {
 				return sum, err
 			}
 			m.add(outs)
-			gradNorm = float64(tensors.ToScalar[float32](outs[6]))
+			gradNorm = outs[6]
 			tokens += r.b.Tokens
 		}
 		metrics := m.metrics()

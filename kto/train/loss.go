@@ -71,6 +71,11 @@ type LossInputs struct {
 	Desirable       *graph.Node // 1 desirable, 0 undesirable
 	Present         *graph.Node // 1 where slot i holds a target (a short last batch leaves holes)
 	KLPresent       *graph.Node // 1 where slot i holds a KL pair
+	// Micro, when set, is 1 on the slots of one micro-batch of the KTO batch: the loss is
+	// then that micro-batch's share of the batch's loss (its examples' weighted losses over
+	// the whole batch's example count), and the shares of a batch's micro-batches add up to
+	// its loss. z0 stays the whole batch's (Policy KL, RefKL and KLPresent cover all slots).
+	Micro *graph.Node
 }
 
 // LossOutputs are scalars: the loss to minimise and the sums behind TRL's logged metrics.
@@ -93,8 +98,12 @@ func (c LossConfig) Build(in LossInputs) LossOutputs {
 	dtype := in.Policy.DType()
 	g := in.Policy.Graph()
 	present := in.Present
-	desirable := graph.Mul(in.Desirable, present)
-	undesirable := graph.Mul(graph.OneMinus(in.Desirable), present)
+	counted := present
+	if in.Micro != nil {
+		counted = graph.Mul(present, in.Micro)
+	}
+	desirable := graph.Mul(in.Desirable, counted)
+	undesirable := graph.Mul(graph.OneMinus(in.Desirable), counted)
 
 	logRatio := graph.Sub(in.Policy, in.Ref)
 	z0 := graph.ScalarZero(g, dtype)

@@ -259,9 +259,7 @@ func (c ModelConfig) initVariables(ctx *context.Context, seed uint64, dtype dtyp
 				data[i] = 1
 			}
 		} else {
-			h := fnv.New64a()
-			_, _ = h.Write([]byte(spec.scope))
-			rng := rand.New(rand.NewPCG(seed, h.Sum64()))
+			rng := scopeRNG(seed, spec.scope)
 			for i := range data {
 				data[i] = float32(rng.NormFloat64() * c.InitializerRange)
 			}
@@ -276,6 +274,14 @@ func (c ModelConfig) initVariables(ctx *context.Context, seed uint64, dtype dtyp
 		}
 		vctx.VariableWithValue(weightName, tensors.FromFlatDataAndDimensions(data, spec.dims...))
 	}
+}
+
+// scopeRNG is the generator of one weight's initial values: seeded by (seed, scope), so
+// values do not depend on creation order (InitVariables, WriteRandomModel).
+func scopeRNG(seed uint64, scope string) *rand.Rand {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(scope))
+	return rand.New(rand.NewPCG(seed, h.Sum64()))
 }
 
 // weight returns the value of the weight at scope in graph g; it panics (graph-building

@@ -188,54 +188,88 @@ func (c ModelConfig) groupNodes(in SeqInputs) groupNodes {
 	}
 }
 
-// hiddenStates runs the decoder layers over both groups: [N, hidden] each.
-func (n Net) hiddenStates(ctx *context.Context, target, kl SeqInputs) (ht, hk *graph.Node) {
+// layerStack holds what every decoder layer of one graph shares: the groups' RoPE tables,
+// attention biases and pair indexes, and the rotate-half matrix.
+type layerStack struct {
+	gt, gk groupNodes
+	rot    *graph.Node
+	scale  float64
+	bs     int
+	hasKL  bool
+}
+
+// newLayerStack builds the shared nodes; kl nil: the targets only (a gradient pass that
+// takes the KL pairs' log-probs as an input).
+func (n Net) newLayerStack(target SeqInputs, kl *SeqInputs) *layerStack {
 	c := n.Config
 	g := target.InputIDs.Graph()
+	st := &layerStack{gt: c.groupNodes(target), rot: rotateHalfMatrix(g, c.headDim()),
+		scale: 1 / math.Sqrt(float64(c.headDim())), bs: target.PairBias.Shape().Dimensions[1]}
+	if kl != nil {
+		st.gk, st.hasKL = c.groupNodes(*kl), true
+	}
+	return st
+}
+
+// embed is the token embedding of a group, as float32 [N, d].
+func (n Net) embed(ctx *context.Context, in SeqInputs, gn groupNodes) *graph.Node {
+	g := in.InputIDs.Graph()
+	return toF32(graph.Gather(weight(ctx, g, "/model/embed_tokens"), graph.Reshape(in.InputIDs, gn.n, 1)))
+}
+
+// hiddenStates runs the decoder layers over both groups: [N, hidden] each.
+func (n Net) hiddenStates(ctx *context.Context, target, kl SeqInputs) (ht, hk *graph.Node) {
+	st := n.newLayerStack(target, &kl)
+	ht, hk = n.embed(ctx, target, st.gt), n.embed(ctx, kl, st.gk)
+	for l := range n.Config.NumHiddenLayers {
+		ht, hk = n.layer(ctx, l, st, ht, hk)
+	}
+	return ht, hk
+}
+
+// layer runs decoder layer l over the targets ht and, when the stack has a KL group, the KL
+// pairs hk, whose queries also see the targets' keys (shared prefixes). Without one, hk is
+// ignored and returned nil.
+func (n Net) layer(ctx *context.Context, l int, st *layerStack, ht, hk *graph.Node) (*graph.Node, *graph.Node) {
+	c := n.Config
+	g := ht.Graph()
 	hd := c.headDim()
 	nh, nkv := c.NumAttentionHeads, c.NumKeyValueHeads
 	group := nh / nkv
-	bs := target.PairBias.Shape().Dimensions[1]
-	rot := rotateHalfMatrix(g, hd)
-	scale := 1 / math.Sqrt(float64(hd))
-	embed := weight(ctx, g, "/model/embed_tokens")
-	gt, gk := c.groupNodes(target), c.groupNodes(kl)
-	ht = toF32(graph.Gather(embed, graph.Reshape(target.InputIDs, gt.n, 1))) // [N, d]
-	hk = toF32(graph.Gather(embed, graph.Reshape(kl.InputIDs, gk.n, 1)))
-
-	for l := range c.NumHiddenLayers {
-		p := "/model/layers/" + strconv.Itoa(l)
-		// Blocks are gathered once per pair (several times each), so they are transposed
-		// before, into the [batch, free, contracted] order the CPU backend's matrix product
-		// wants (it copies operands in any other order): q [blocks, KV, B, G, hd],
-		// k [blocks, KV, B, hd], v [blocks, KV, hd, B].
-		qkv := func(h *graph.Node, gn groupNodes) (q, k, v *graph.Node) {
-			x := rmsNorm(h, vec(ctx, g, p+"/input_layernorm"), c.RMSNormEps)
-			// Query head j uses KV head j / group, as Hugging Face's repeat_kv.
-			q = graph.Reshape(n.proj(ctx, x, p+"/self_attn/q_proj", "q_proj"), gn.n, nkv, group, hd)
-			k = graph.Reshape(n.proj(ctx, x, p+"/self_attn/k_proj", "k_proj"), gn.n, nkv, hd)
-			v = graph.Reshape(n.proj(ctx, x, p+"/self_attn/v_proj", "v_proj"), gn.numBlocks, bs, nkv, hd)
-			q = graph.Reshape(graph.MulScalar(applyRope(q, gn.cosQ, gn.sinQ, rot), scale), gn.numBlocks, bs, nkv, group, hd)
-			k = graph.Reshape(applyRope(k, gn.cosK, gn.sinK, rot), gn.numBlocks, bs, nkv, hd)
-			return graph.TransposeAllAxes(q, 0, 2, 1, 3, 4), graph.TransposeAllAxes(k, 0, 2, 1, 3), graph.TransposeAllAxes(v, 0, 2, 3, 1)
-		}
-		qt, kt, vt := qkv(ht, gt)
-		qk, kk, vk := qkv(hk, gk)
-		attT := blockAttention(graph.Gather(qt, gt.pairQ), graph.Gather(kt, gt.pairK), graph.Gather(vt, gt.pairK), gt.bias, gt.pairQ, gt.numBlocks)
-		// KL queries see the targets' blocks (shared prefixes) and their own.
-		kAll, vAll := graph.Concatenate([]*graph.Node{kt, kk}, 0), graph.Concatenate([]*graph.Node{vt, vk}, 0)
-		attK := blockAttention(graph.Gather(qk, gk.pairQ), graph.Gather(kAll, gk.pairK), graph.Gather(vAll, gk.pairK), gk.bias, gk.pairQ, gk.numBlocks)
-
-		rest := func(h, att *graph.Node) *graph.Node {
-			h = graph.Add(h, n.proj(ctx, att, p+"/self_attn/o_proj", "o_proj"))
-			x := rmsNorm(h, vec(ctx, g, p+"/post_attention_layernorm"), c.RMSNormEps)
-			gate := n.proj(ctx, x, p+"/mlp/gate_proj", "gate_proj")
-			up := n.proj(ctx, x, p+"/mlp/up_proj", "up_proj")
-			return graph.Add(h, n.proj(ctx, graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), p+"/mlp/down_proj", "down_proj"))
-		}
-		ht, hk = rest(ht, attT), rest(hk, attK)
+	bs, rot, scale := st.bs, st.rot, st.scale
+	p := "/model/layers/" + strconv.Itoa(l)
+	// Blocks are gathered once per pair (several times each), so they are transposed
+	// before, into the [batch, free, contracted] order the CPU backend's matrix product
+	// wants (it copies operands in any other order): q [blocks, KV, B, G, hd],
+	// k [blocks, KV, B, hd], v [blocks, KV, hd, B].
+	qkv := func(h *graph.Node, gn groupNodes) (q, k, v *graph.Node) {
+		x := rmsNorm(h, vec(ctx, g, p+"/input_layernorm"), c.RMSNormEps)
+		// Query head j uses KV head j / group, as Hugging Face's repeat_kv.
+		q = graph.Reshape(n.proj(ctx, x, p+"/self_attn/q_proj", "q_proj"), gn.n, nkv, group, hd)
+		k = graph.Reshape(n.proj(ctx, x, p+"/self_attn/k_proj", "k_proj"), gn.n, nkv, hd)
+		v = graph.Reshape(n.proj(ctx, x, p+"/self_attn/v_proj", "v_proj"), gn.numBlocks, bs, nkv, hd)
+		q = graph.Reshape(graph.MulScalar(applyRope(q, gn.cosQ, gn.sinQ, rot), scale), gn.numBlocks, bs, nkv, group, hd)
+		k = graph.Reshape(applyRope(k, gn.cosK, gn.sinK, rot), gn.numBlocks, bs, nkv, hd)
+		return graph.TransposeAllAxes(q, 0, 2, 1, 3, 4), graph.TransposeAllAxes(k, 0, 2, 1, 3), graph.TransposeAllAxes(v, 0, 2, 3, 1)
 	}
-	return ht, hk
+	rest := func(h, att *graph.Node) *graph.Node {
+		h = graph.Add(h, n.proj(ctx, att, p+"/self_attn/o_proj", "o_proj"))
+		x := rmsNorm(h, vec(ctx, g, p+"/post_attention_layernorm"), c.RMSNormEps)
+		gate := n.proj(ctx, x, p+"/mlp/gate_proj", "gate_proj")
+		up := n.proj(ctx, x, p+"/mlp/up_proj", "up_proj")
+		return graph.Add(h, n.proj(ctx, graph.Mul(graph.Mul(gate, graph.Sigmoid(gate)), up), p+"/mlp/down_proj", "down_proj"))
+	}
+	gt, gk := st.gt, st.gk
+	qt, kt, vt := qkv(ht, gt)
+	attT := blockAttention(graph.Gather(qt, gt.pairQ), graph.Gather(kt, gt.pairK), graph.Gather(vt, gt.pairK), gt.bias, gt.pairQ, gt.numBlocks)
+	if !st.hasKL {
+		return rest(ht, attT), nil
+	}
+	qk, kk, vk := qkv(hk, gk)
+	// KL queries see the targets' blocks (shared prefixes) and their own.
+	kAll, vAll := graph.Concatenate([]*graph.Node{kt, kk}, 0), graph.Concatenate([]*graph.Node{vt, vk}, 0)
+	attK := blockAttention(graph.Gather(qk, gk.pairQ), graph.Gather(kAll, gk.pairK), graph.Gather(vAll, gk.pairK), gk.bias, gk.pairQ, gk.numBlocks)
+	return rest(ht, attT), rest(hk, attK)
 }
 
 // blockAttention is softmax(q·k + bias)·v where a query's keys are spread over the pairs of

@@ -61,6 +61,12 @@ type Options struct {
 	// ClipGradNorm clips the global gradient norm; negative disables (0 means the default 1).
 	ClipGradNorm float64
 	GradAccum    int
+	// MicroBatch splits each KTO batch into passes of this many examples whose gradients
+	// accumulate before the step (micro.go); 0, or the batch size or more: one pass.
+	MicroBatch int
+	// Recompute keeps only each decoder layer's input for the backward pass and recomputes
+	// the layer there (recompute.go).
+	Recompute bool
 	// Steps is the number of optimizer steps; 0 means Epochs passes over the train split.
 	Steps  int
 	Epochs int
@@ -117,6 +123,10 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: no data directory (--data)", ErrBadOption)
 	case o.GradAccum < 0:
 		return bad("grad-accum", o.GradAccum, "must be ≥ 1")
+	case o.MicroBatch < 0:
+		return bad("micro-batch", o.MicroBatch, "must not be negative")
+	case o.Recompute && o.LoRA.Dropout > 0:
+		return fmt.Errorf("%w: --recompute with --lora-dropout %v: the recomputed layers would draw new dropout masks", ErrBadOption, o.LoRA.Dropout)
 	case o.Steps < 0:
 		return bad("steps", o.Steps, "must not be negative")
 	case o.Epochs < 0:

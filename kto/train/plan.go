@@ -195,33 +195,58 @@ func PlanFor(cfg ModelConfig, o PlanOptions) (Plan, error) {
 		p.GradAccum = trainable * f32
 	}
 
-	// Activations of one pass over the targets.
+	// Activations of one pass over the targets. They are float32 whatever DType says: Net
+	// converts every product back to float32 before anything reads it (net.go), so a bf16 run
+	// keeps as much per token as a float32 one (only weights shrink).
+	const a = f32
 	p.TokensPerPass = o.MicroBatch * o.MaxLen
 	tokens := int64(p.TokensPerPass)
-	p.LayerDenseBytesPerToken, p.LayerAttentionBytesPerToken = cfg.planLayerBytes(o, e)
+	p.LayerDenseBytesPerToken, p.LayerAttentionBytesPerToken = cfg.planLayerBytes(o, a)
 	layerFull := p.LayerDenseBytesPerToken + p.LayerAttentionBytesPerToken
+	masks := tokens * cfg.planMaskBytesPerToken(o)
 	if o.Recompute {
-		// Each layer's input stays for the backward pass (the last layer's output is the
-		// head's input); one layer at a time is recomputed with all its activations, between
-		// the incoming and outgoing float32 cotangents of the hidden state.
-		p.Activations = tokens * (layers*d*e + layerFull + 2*d*f32)
+		// recompute.go: the L layer inputs and the head's input stay for the backward pass
+		// (float32 [tokens, d] each); one layer at a time is recomputed with all its
+		// activations, between the incoming and outgoing float32 cotangents.
+		p.Activations = tokens*((layers+1)*d*f32+layerFull+2*d*f32) + masks
 	} else {
 		// Every layer's activations, plus the hidden-state cotangent during the backward pass.
-		p.Activations = tokens * (layers*layerFull + d*f32)
+		p.Activations = tokens*(layers*layerFull+d*f32) + masks
 	}
 	p.Logits = cfg.planHeadBytes(o, tokens, e)
 
 	// The KL rows: as many as the pass's targets, forward only (TRL scores them under
-	// no_grad), so nothing is kept for a backward pass: the hidden state, one layer's
-	// working set at a time, and the head. (The trainer shares a KL row's prompt with its
-	// target's; the plan counts the whole row.)
-	p.KLForward = tokens*(d*e+layerFull) + cfg.planHeadBytes(o, tokens, e)
+	// no_grad), so nothing is kept for a backward pass. In one graph (a whole batch) they
+	// run beside the targets: their hidden state, one layer's working set, their masks and
+	// the head. Micro-batched (micro.go), the KL pass runs alone before the gradient passes
+	// and also runs the targets' forward (KL pairs attend to their target's prompt): both
+	// hidden states, one layer's working set, both groups' masks, the head. (The trainer
+	// shares a KL row's prompt with its target's; the plan counts the whole row.)
+	if p.Passes > 1 {
+		p.KLForward = tokens*(2*d*f32+layerFull) + 2*masks + cfg.planHeadBytes(o, tokens, e)
+	} else {
+		p.KLForward = tokens*(d*f32+layerFull) + masks + cfg.planHeadBytes(o, tokens, e)
+	}
 
 	p.RuntimeReserve = runtimeReserve
-	p.Total = p.Weights + p.Adapter + p.AdapterGrads + p.Optimizer + p.FullGrads + p.GradAccum +
-		p.Activations + p.Logits + p.KLForward + p.RuntimeReserve
+	p.Total = p.Weights + p.Adapter + p.AdapterGrads + p.Optimizer + p.FullGrads + p.GradAccum + p.RuntimeReserve
+	if p.Passes > 1 {
+		p.Total += max(p.Activations+p.Logits, p.KLForward) // one pass at a time
+	} else {
+		p.Total += p.Activations + p.Logits + p.KLForward
+	}
 	p.Fits = o.GPUMemory > 0 && p.Total <= o.GPUMemory
 	return p, nil
+}
+
+// planMaskBytesPerToken is the block attention's mask per token of a pass, built once per
+// graph and read by every layer (net.go groupNodes): the input PairBias [pairs, B, B] and
+// its broadcast over the heads [pairs, KV, B, G, B], float32; (n+1)/2 pairs per query block
+// of a row of n blocks, as in planLayerBytes.
+func (c ModelConfig) planMaskBytesPerToken(o PlanOptions) int64 {
+	bs := int64(o.BlockSize)
+	nb := (int64(o.MaxLen) + bs - 1) / bs
+	return (nb + 1) * (int64(c.NumAttentionHeads) + 1) * bs * 4 / 2
 }
 
 // planLayerBytes is what one decoder layer keeps per token for its backward pass: the
@@ -281,20 +306,17 @@ func (c ModelConfig) planHeadBytes(o PlanOptions, tokens, e int64) int64 {
 	return norm + tokens*2*v*f32
 }
 
-// suggestChunk is the LM head chunk Suggest tries when the options name none: 8 chunks of
-// Mistral's 32768-token vocabulary.
-const suggestChunk = 4096
-
 // Suggest returns the first setting, from p's options, that fits GPUMemory: recomputation
-// off before on (it costs a second forward pass per layer), then the micro-batch whole, 4,
-// 2, 1 rows (smaller passes keep the GPU less busy but cost no extra FLOPs), each with full
-// logits before a chunked head. ok is false when GPUMemory is unknown or nothing fits; the
-// returned plan is then the smallest tried.
+// off before on, then the micro-batch whole, 4, 2, 1 rows. Both cost about one more forward
+// pass over the targets (recompute.go, micro.go), so fewer, larger passes come first (they
+// keep a GPU busier). The LM head stays as the options say: a chunked head is tried, after
+// full logits, only when the options name a chunk. ok is false when GPUMemory is unknown or
+// nothing fits; the returned plan is then the smallest tried.
 func (p Plan) Suggest() (best Plan, ok bool) {
 	o := p.Options
-	chunk := o.LMHeadChunk
-	if chunk == 0 {
-		chunk = suggestChunk
+	chunks := []int{0}
+	if o.LMHeadChunk > 0 {
+		chunks = append(chunks, o.LMHeadChunk)
 	}
 	first := true
 	for _, rc := range []bool{false, true} {
@@ -304,7 +326,7 @@ func (p Plan) Suggest() (best Plan, ok bool) {
 				continue
 			}
 			seen[mb] = true
-			for _, ch := range []int{0, chunk} {
+			for _, ch := range chunks {
 				q := o
 				q.MicroBatch, q.Recompute, q.LMHeadChunk = mb, rc, ch
 				cand, err := PlanFor(p.Config, q)
@@ -352,6 +374,9 @@ func WritePlan(w io.Writer, p Plan) error {
 	for _, r := range append(parts, PlanPart{"total", p.Total}) {
 		fmt.Fprintf(w, "  %-*s  %10s  %18s\n", width, r.Name, humanBytes(r.Bytes), commas(r.Bytes))
 	}
+	if p.Passes > 1 {
+		fmt.Fprintln(w, "  (micro-batched: the KL pass runs alone before the gradient passes; the total counts the larger of the two)")
+	}
 	var err error
 	switch {
 	case o.GPUMemory == 0:
@@ -382,6 +407,7 @@ func (p Plan) Parts() []PlanPart {
 		{"activations per micro-batch", p.Activations},
 		{"logits per micro-batch", p.Logits},
 		{"KL forward (no grad)", p.KLForward},
+		// (micro-batched: the KL pass of one micro-batch, its targets' forward included)
 		{"runtime reserve (CUDA, workspace; a guess)", p.RuntimeReserve},
 	}
 	return slices.DeleteFunc(all, func(r PlanPart) bool { return r.Bytes == 0 })

@@ -187,7 +187,8 @@ func TestPlanMonotone(t *testing.T) {
 		o = base
 		o.DType = "bfloat16"
 		bf, _ := PlanFor(cfg, o)
-		if bf.Weights*2 != plain.Weights || bf.Activations >= plain.Activations || bf.Adapter != plain.Adapter {
+		// Activations stay float32 in a bf16 run (Net converts products back): only weights shrink.
+		if bf.Weights*2 != plain.Weights || bf.Activations != plain.Activations || bf.Adapter != plain.Adapter {
 			t.Errorf("bf16: weights %d vs %d, activations %d vs %d", bf.Weights, plain.Weights, bf.Activations, plain.Activations)
 		}
 	}

@@ -6,7 +6,8 @@
 // loss in loss.go (LossConfig.Build, TRL's kto_loss), the shards in dataset.go
 // (BatchReader), reference log-probs in reflogps.go, and the loop here (Run).
 //
-// One optimizer step sees one KTO batch (or GradAccum of them). Its sequences are laid out
+// One optimizer step sees one KTO batch (or GradAccum of them), in one pass or in
+// micro-batches (micro.go), with stored or recomputed layer activations (recompute.go). Its sequences are laid out
 // again for the graphs (layout.go: targets and KL pairs in two groups, block-sparse
 // attention, KL pairs reusing their target's prompt) and go through the model once;
 // per-token log-probs of completion tokens are summed per example with a one-hot
@@ -30,6 +31,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"runtime/debug"
 
 	"github.com/gomlx/gomlx/backends"
 	"github.com/gomlx/gomlx/backends/simplego"
@@ -121,12 +123,17 @@ type runState struct {
 	optim    gradientOptimizer
 	trainEx  *shapedExec // apply the update
 	accumEx  *shapedExec // accumulate gradients only (GradAccum > 1)
-	evalEx   *shapedExec
-	refEx    *shapedExec
+	// With micro-batches (micro.go): the KL pass, and the gradient passes that apply the
+	// update or only accumulate.
+	klEx, trainMicroEx, accumMicroEx *shapedExec
+	evalEx                           *shapedExec
+	refEx                            *shapedExec
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
 	fixedDims *layoutDims
+	// fixedMicroDims is fixedDims for micro-batches.
+	fixedMicroDims *layoutDims
 	// refTrain and refTest cache the splits' reference log-probs (nil: on the fly).
 	refTrain *refCache
 	refTest  *refCache
@@ -161,6 +168,10 @@ func run(stdctx stdcontext.Context, opts Options) (Summary, error) {
 	if err := s.setup(); err != nil {
 		return Summary{}, err
 	}
+	// Setup's transient host copies (random init's values before they become tensors, a
+	// frozen reference freed after precomputing) would otherwise stay resident as free heap:
+	// a step's peak RSS then shows the load's, not its own.
+	debug.FreeOSMemory()
 	return s.loop(stdctx)
 }
 
@@ -177,8 +188,18 @@ func (s *runState) setup() error {
 	if s.manifest, err = ReadManifest(o.DataDir); err != nil {
 		return err
 	}
-	if s.train, err = ShardFiles(o.DataDir, SplitTrain); err != nil {
+	// Every shard read is checked against the manifest (size, sha256) before step 1: a shard
+	// copied from another run, or a listed one gone missing, is an error, never a silently
+	// different run.
+	var trainStamps, testStamps, stamps []shardStamp
+	var testFiles []string
+	if s.train, trainStamps, err = s.manifest.CheckedShards(SplitTrain); err != nil {
 		return err
+	}
+	if !o.NoEval && s.manifest.Lists(SplitTest) {
+		if testFiles, stamps, err = s.manifest.CheckedShards(SplitTest); err != nil {
+			return err
+		}
 	}
 	s.status(fmt.Sprintf("scanning %d train shard(s)", len(s.train)))
 	trainStats, err := ScanSplit(s.train)
@@ -190,20 +211,18 @@ func (s *runState) setup() error {
 		return fmt.Errorf("%w: the train split has no rows", ErrNoShards)
 	}
 	stats := trainStats
-	if !o.NoEval {
-		if files, ferr := ShardFiles(o.DataDir, SplitTest); ferr == nil {
-			testStats, err := ScanSplit(files)
-			if err != nil {
-				return err
+	if testFiles != nil {
+		testStats, err := ScanSplit(testFiles)
+		if err != nil {
+			return err
+		}
+		if testStats.Batches > 0 {
+			s.test, s.nTest, testStamps = testFiles, testStats.Batches, stamps
+			if testStats.MaxLen != trainStats.MaxLen {
+				return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
 			}
-			if testStats.Batches > 0 {
-				s.test, s.nTest = files, testStats.Batches
-				if testStats.MaxLen != trainStats.MaxLen {
-					return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
-				}
-				stats.MaxTokenID = max(stats.MaxTokenID, testStats.MaxTokenID)
-				stats.MaxExample = max(stats.MaxExample, testStats.MaxExample)
-			}
+			stats.MaxTokenID = max(stats.MaxTokenID, testStats.MaxTokenID)
+			stats.MaxExample = max(stats.MaxExample, testStats.MaxExample)
 		}
 	}
 	s.shape = Shape{MaxLen: s.manifest.MaxLen, BatchSize: s.manifest.BatchSize}
@@ -225,6 +244,9 @@ func (s *runState) setup() error {
 		return err
 	}
 	s.model = s.src.Config
+	if err := s.manifest.checkModel(s.src, s.status); err != nil {
+		return err
+	}
 	if err := s.checkModelFits(int(stats.MaxTokenID)); err != nil {
 		return err
 	}
@@ -278,17 +300,23 @@ func (s *runState) setup() error {
 		}
 	}
 	s.refEx = newShapedExec(s.backend, s.refCtx, s.forwardGraph(s.refNet))
-	s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true))
-	if o.GradAccum > 1 {
-		s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false))
+	if s.microPasses() == 1 {
+		s.trainEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, false))
+		if o.GradAccum > 1 {
+			s.accumEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, false))
+		}
+	} else {
+		s.klEx = newShapedExec(s.backend, s.ctx, s.klGraph)
+		s.trainMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(true, true))
+		s.accumMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, true))
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
-		if s.refTrain, err = s.openRefCache(SplitTrain, s.train); err != nil {
+		if s.refTrain, err = s.openRefCache(SplitTrain, trainStamps); err != nil {
 			return err
 		}
 		if s.test != nil {
-			if s.refTest, err = s.openRefCache(SplitTest, s.test); err != nil {
+			if s.refTest, err = s.openRefCache(SplitTest, testStamps); err != nil {
 				return err
 			}
 		}

@@ -104,9 +104,17 @@ func Load(path string) (*Tokenizer, error) {
 		return nil, err
 	}
 	var t *Tokenizer
-	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	switch {
+	case len(trimmed) == 0:
+		// An empty file parses as an empty ModelProto, whose defaults name a model type this
+		// BPE does not implement: say what is wrong instead.
+		return nil, &LoadError{Path: file, Reason: fmt.Sprintf("the file is empty (%d bytes)", len(data)), Err: ErrMalformedTokenizer}
+	case trimmed[0] == '{' || strings.EqualFold(filepath.Ext(file), ".json"):
+		// A .json name is Hugging Face's format whatever it holds: its JSON error says more
+		// than a protobuf decoder's guess at non-JSON text.
 		t, err = newTokenizer(data, parseHFJSON)
-	} else {
+	default:
 		t, err = newTokenizer(data, parseModelProto)
 	}
 	if err != nil {
