@@ -17,12 +17,11 @@ import (
 // The README and examples/ as a new user reads them (issue 15): the first-screen command
 // works when run twice, and every `ktoloader CMD --flag` they name exists.
 
-// docFiles are the documents whose commands a user copies: README.md and examples/. (docs/
-// is not checked yet: docs/GPU.md names `ktoloader gen-model`, which is being added.)
+// docFiles are the documents whose commands a user copies: README.md, docs/ and examples/.
 func docFiles(t *testing.T) []string {
 	t.Helper()
 	files := []string{"../../README.md"}
-	for _, pat := range []string{"../../examples/*.md", "../../examples/*.py"} {
+	for _, pat := range []string{"../../docs/*.md", "../../examples/*.md", "../../examples/*.py"} {
 		m, _ := filepath.Glob(pat)
 		files = append(files, m...)
 	}
