@@ -3,15 +3,15 @@ package export
 import (
 	"errors"
 	"fmt"
-	"io/fs"
+	"io"
 	"os"
 	"path/filepath"
 	"regexp"
-	"strings"
+	"strconv"
 	"syscall"
 )
 
-// Names in an output directory. Only these are ever deleted by PrepareOutDir.
+// Names in an output directory (internal/outdir decides what a run may delete).
 const (
 	ManifestName = "manifest.json"
 	RejectsName  = "rejects.jsonl"
@@ -19,11 +19,25 @@ const (
 	tmpPrefix    = ".tmp-"
 )
 
+// TempPattern is the os.CreateTemp pattern of a temporary file of this process named after
+// base: .tmp-PID-base-RANDOM. The pid and CreateTemp's random suffix make it unique per
+// process, so two runs never share a temporary file, and the prefix marks it as this
+// program's (IsTemp).
+func TempPattern(base string) string {
+	return tmpPrefix + strconv.Itoa(os.Getpid()) + "-" + base + "-*"
+}
+
 // shardKinds are the subdirectories this package writes shards into.
 var shardKinds = []string{KindKTO, KindKTOPacked, KindSFT}
 
-// shardName matches a finished shard file name: train-00000-of-00003.parquet.
-var shardName = regexp.MustCompile(`^\w+(\.\w+)*-\d{5}-of-\d{5}\.(parquet|arrow)$`)
+// ShardKinds returns the subdirectories shards are written into.
+func ShardKinds() []string { return append([]string(nil), shardKinds...) }
+
+// ourTemp matches TempPattern's names.
+var ourTemp = regexp.MustCompile(`^\.tmp-\d+-`)
+
+// IsTemp reports whether name (a base name) is a temporary file of this program.
+func IsTemp(name string) bool { return ourTemp.MatchString(name) }
 
 // AtomicFile is a file written under a temporary name in its final directory and renamed
 // into place by Commit, so that a reader (or a crash) never sees it half written.
@@ -39,7 +53,7 @@ func CreateAtomic(path string) (*AtomicFile, error) {
 	if dir == "" {
 		dir = "."
 	}
-	f, err := os.CreateTemp(dir, tmpPrefix+base+"-*")
+	f, err := os.CreateTemp(dir, TempPattern(base))
 	if err != nil {
 		return nil, err
 	}
@@ -93,6 +107,20 @@ func WriteFileAtomic(path string, data []byte) error {
 	return a.Commit()
 }
 
+// WriteAtomic writes path atomically, as WriteFileAtomic does, with what write puts into
+// the file: for content produced by an encoder rather than held in memory.
+func WriteAtomic(path string, write func(io.Writer) error) error {
+	a, err := CreateAtomic(path)
+	if err != nil {
+		return err
+	}
+	defer a.Abort()
+	if err := write(a); err != nil {
+		return err
+	}
+	return a.Commit()
+}
+
 // syncDir makes a rename in dir durable. Filesystems that cannot sync a directory say
 // EINVAL; that is no reason to fail a run.
 func syncDir(dir string) error {
@@ -108,74 +136,4 @@ func syncDir(dir string) error {
 		return nil
 	}
 	return err
-}
-
-// PrepareOutDir makes dir ready for a run. A missing directory is created. A directory
-// holding manifest.json is a finished run: without force that is ErrOutputExists; with
-// force it is cleaned. A directory without a manifest is a crashed run (or a new or
-// unrelated directory) and is cleaned. Cleaning removes only what a run writes:
-// manifest.json (first, so that an interrupted cleaning never leaves a directory that looks
-// finished), rejects.jsonl, report.html, .tmp-* files, and in kto/, kto_packed/ and sft/ the
-// shard files (split-XXXXX-of-YYYYY.parquet|arrow) and .tmp-* files, removing those
-// subdirectories when they end up empty. Any other file, ref_logps/ included, is left alone.
-func PrepareOutDir(dir string, force bool) error {
-	st, err := os.Stat(dir)
-	if errors.Is(err, fs.ErrNotExist) {
-		return os.MkdirAll(dir, 0o755)
-	}
-	if err != nil {
-		return err
-	}
-	if !st.IsDir() {
-		return fmt.Errorf("output %s exists and is not a directory", dir)
-	}
-	manifest := filepath.Join(dir, ManifestName)
-	if _, err := os.Lstat(manifest); err == nil {
-		if !force {
-			return fmt.Errorf("%s: %w", dir, ErrOutputExists)
-		}
-		if err := os.Remove(manifest); err != nil {
-			return err
-		}
-		if err := syncDir(dir); err != nil {
-			return err
-		}
-	} else if !errors.Is(err, fs.ErrNotExist) {
-		return err
-	}
-	if err := removeOurs(dir, func(name string) bool {
-		return name == RejectsName || name == ReportName || strings.HasPrefix(name, tmpPrefix)
-	}); err != nil {
-		return err
-	}
-	for _, kind := range shardKinds {
-		sub := filepath.Join(dir, kind)
-		if st, err := os.Lstat(sub); err != nil || !st.IsDir() {
-			continue
-		}
-		if err := removeOurs(sub, func(name string) bool {
-			return shardName.MatchString(name) || strings.HasPrefix(name, tmpPrefix)
-		}); err != nil {
-			return err
-		}
-		os.Remove(sub) // only succeeds when empty: a user's file keeps the directory
-	}
-	return syncDir(dir)
-}
-
-// removeOurs removes the regular files (and symlinks) in dir whose names ours accepts.
-func removeOurs(dir string, ours func(string) bool) error {
-	entries, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range entries {
-		if e.IsDir() || !ours(e.Name()) {
-			continue
-		}
-		if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-	}
-	return nil
 }

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"errors"
 	"os"
 	"path/filepath"
 	"slices"
@@ -74,91 +73,5 @@ func touch(t *testing.T, dir string, names ...string) {
 		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-	}
-}
-
-func TestPrepareOutDir(t *testing.T) {
-	// What a run leaves, and what a user may have put beside it.
-	run := []string{"manifest.json", "rejects.jsonl", "report.html", "kto/train-00000-of-00001.parquet",
-		"kto/train-00000-of-00001.arrow", "kto_packed/test-00000-of-00002.parquet", "sft/train-00001-of-00002.parquet"}
-	crashed := []string{"rejects.jsonl", ".tmp-manifest.json-123", "kto/.tmp-train-00000.parquet",
-		"kto/train-00000-of-00001.parquet", "sft/.tmp-test-00003.arrow"}
-	user := []string{"notes.txt", "kto/mine.parquet", "ref_logps/train.parquet", "sft/README"}
-	afterClean := []string{"kto/", "kto/mine.parquet", "notes.txt", "ref_logps/", "ref_logps/train.parquet", "sft/", "sft/README"}
-
-	cases := []struct {
-		name    string
-		files   []string
-		force   bool
-		wantErr error
-		want    []string // directory content after
-	}{
-		{"empty directory", nil, false, nil, nil},
-		{"finished run without force", append(run, user...), false, ErrOutputExists, nil},
-		{"finished run with force", append(run, user...), true, nil, afterClean},
-		{"crashed run", append(crashed, user...), false, nil, afterClean},
-		{"crashed run, only ours", crashed, false, nil, nil},
-	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			dir := t.TempDir()
-			touch(t, dir, tc.files...)
-			before := listDir(t, dir)
-			err := PrepareOutDir(dir, tc.force)
-			if !errors.Is(err, tc.wantErr) {
-				t.Fatalf("err = %v, want %v", err, tc.wantErr)
-			}
-			got := listDir(t, dir)
-			if tc.wantErr != nil {
-				if !strings.Contains(err.Error(), "--force") {
-					t.Errorf("error %q does not name --force", err)
-				}
-				if !slices.Equal(got, before) {
-					t.Errorf("refused, yet the directory changed: %v → %v", before, got)
-				}
-				return
-			}
-			if !slices.Equal(got, tc.want) {
-				t.Errorf("after: %v\nwant:  %v", got, tc.want)
-			}
-		})
-	}
-
-	t.Run("missing directory is created", func(t *testing.T) {
-		dir := filepath.Join(t.TempDir(), "a", "b")
-		if err := PrepareOutDir(dir, false); err != nil {
-			t.Fatal(err)
-		}
-		if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-			t.Errorf("not created: %v", err)
-		}
-	})
-	t.Run("a file is not a directory", func(t *testing.T) {
-		p := filepath.Join(t.TempDir(), "f")
-		touch(t, filepath.Dir(p), "f")
-		if err := PrepareOutDir(p, true); err == nil {
-			t.Error("a regular file accepted as output directory")
-		}
-	})
-}
-
-// TestRerunAfterCrash simulates a crash between the shards and the manifest: the directory
-// is cleaned without --force, and the rerun verifies.
-func TestRerunAfterCrash(t *testing.T) {
-	dir := t.TempDir()
-	f := newFixture()
-	f.write(t, dir)
-	os.Remove(filepath.Join(dir, ManifestName))
-	touch(t, dir, "kto/.tmp-train-00007.parquet", "kto/train-00000-of-00009.parquet")
-	if err := PrepareOutDir(dir, false); err != nil {
-		t.Fatal(err)
-	}
-	if names := listDir(t, dir); len(names) != 0 {
-		t.Fatalf("crashed run not cleaned: %v", names)
-	}
-	f.write(t, dir)
-	verifyOK(t, dir)
-	if err := PrepareOutDir(dir, false); !errors.Is(err, ErrOutputExists) {
-		t.Errorf("finished run: %v, want ErrOutputExists", err)
 	}
 }

@@ -14,4 +14,7 @@
 // pyarrow.ipc.open_file and pyarrow.feather read), not the stream format, with the schema
 // that arrow's own Parquet reader gives for the .parquet twin: non-nullable columns, lists
 // of non-nullable "element". Its buffers are not compressed, so it can be memory-mapped.
+//
+// It may import kto (the row types), tokenize and loader; never kto/train, export/report or
+// internal/pipeline, which import it.
 package export

@@ -165,7 +165,7 @@ func sftGreedy(rows []kto.KTORow, maxLen int) []kto.SFTRow {
 func (f *fixture) write(t *testing.T, dir string) *Manifest {
 	t.Helper()
 	m := NewManifest()
-	m.Config = map[string]any{"max_len": f.maxLen, "kto_batch_size": f.batchSize, "sft_loss": "completion", "seed": 42}
+	m.Config = RunConfig{MaxLen: f.maxLen, KTOBatchSize: f.batchSize, SFTLoss: "completion", Seed: 42}
 	m.Inputs = []Input{{Name: "in.jsonl", SHA256: "00", Bytes: 123}}
 	m.Tokenizer = TokenizerInfo{Name: "demo", Kind: "sentencepiece", SHA256: "11", Demo: true, VocabSize: 1000}
 	m.Packing.MaxLen = f.maxLen

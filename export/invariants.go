@@ -18,14 +18,13 @@ type splitState struct {
 	name string
 
 	// kto/
-	ktoSeen                   bool
-	ktoRows, desirable, undes int64
-	behaviors                 map[string]LabelCounts
-	batches, klTruncated      int64
-	curBatch                  int64
-	batch                     []ktoBatchRow
-	examples                  map[exKey]*exInfo // (batch, index in batch) → what kto/ holds
-	sftWant                   map[uint64]int32  // multiset of desirable sequences, for sft/
+	ktoSeen              bool
+	kto                  SplitCounts // what kto/ holds, to compare with counts.splits
+	batches, klTruncated int64
+	curBatch             int64
+	batch                []ktoBatchRow
+	examples             map[exKey]*exInfo // (batch, index in batch) → what kto/ holds
+	sftWant              map[uint64]int32  // multiset of desirable sequences, for sft/
 
 	// kto_packed/
 	packedSeen                           bool
@@ -61,7 +60,7 @@ func (v *verifier) split(name string) *splitState {
 	st := v.splits[name]
 	if st == nil {
 		st = &splitState{
-			name: name, behaviors: map[string]LabelCounts{}, examples: map[exKey]*exInfo{},
+			name: name, kto: SplitCounts{Behaviors: map[string]LabelCounts{}}, examples: map[exKey]*exInfo{},
 			sftWant: map[uint64]int32{}, curBatch: -1, packedLastBatch: -1,
 		}
 		v.splits[name] = st
@@ -72,7 +71,7 @@ func (v *verifier) split(name string) *splitState {
 // sftExtra is what an SFT sequence key carries besides its tokens: the prompt length when
 // labels mark exactly the completion, nothing when earlier assistant turns are trained too.
 func (v *verifier) sftExtra(promptLen int) int64 {
-	if v.sftLoss == "completion" {
+	if v.sftLoss == kto.SFTLossCompletion {
 		return int64(promptLen)
 	}
 	return -1
@@ -80,16 +79,7 @@ func (v *verifier) sftExtra(promptLen int) int64 {
 
 func (v *verifier) ktoRow(st *splitState, file string, i int64, r *kto.KTORow) {
 	st.ktoSeen = true
-	st.ktoRows++
-	bc := st.behaviors[r.Behavior]
-	if r.Label {
-		st.desirable++
-		bc.Desirable++
-	} else {
-		st.undes++
-		bc.Undesirable++
-	}
-	st.behaviors[r.Behavior] = bc
+	st.kto.Add(r.Behavior, r.Label)
 	p, c := len(r.PromptIDs), len(r.CompletionIDs)
 	if c == 0 {
 		v.add(file, i, CheckLength, "empty completion_ids")
@@ -323,7 +313,7 @@ func (v *verifier) sftRow(st *splitState, file string, i int64, r *kto.SFTRow) {
 				return
 			case lab != IgnoreIndex && split == hi:
 				split = t
-			case lab == IgnoreIndex && split < hi && v.sftLoss == "completion":
+			case lab == IgnoreIndex && split < hi && v.sftLoss == kto.SFTLossCompletion:
 				v.add(file, i, CheckSFT, "sequence %d: label %d at %d inside the completion (sft_loss completion)", s+1, lab, t)
 				return
 			}
@@ -490,14 +480,15 @@ func (v *verifier) checkCounts() {
 		if !inCounts {
 			v.add("", -1, CheckCounts, "kto/ has split %q, counts.splits does not", name)
 		}
-		if inCounts && (sc.Examples != st.ktoRows || sc.Desirable != st.desirable || sc.Undesirable != st.undes) {
+		got := st.kto
+		if inCounts && (sc.Examples != got.Examples || sc.Desirable != got.Desirable || sc.Undesirable != got.Undesirable) {
 			v.add("", -1, CheckCounts, "counts.splits.%s says %d examples (%d desirable, %d undesirable), kto/ holds %d (%d, %d)",
-				name, sc.Examples, sc.Desirable, sc.Undesirable, st.ktoRows, st.desirable, st.undes)
+				name, sc.Examples, sc.Desirable, sc.Undesirable, got.Examples, got.Desirable, got.Undesirable)
 		}
 		if bi, ok := v.m.KTO.Splits[name]; ok {
-			if bi.Examples != st.ktoRows || bi.Desirable != st.desirable || bi.Undesirable != st.undes {
+			if bi.Examples != got.Examples || bi.Desirable != got.Desirable || bi.Undesirable != got.Undesirable {
 				v.add("", -1, CheckCounts, "kto.splits.%s says %d examples (%d desirable, %d undesirable), kto/ holds %d (%d, %d)",
-					name, bi.Examples, bi.Desirable, bi.Undesirable, st.ktoRows, st.desirable, st.undes)
+					name, bi.Examples, bi.Desirable, bi.Undesirable, got.Examples, got.Desirable, got.Undesirable)
 			}
 			if bi.Batches != st.batches {
 				v.add("", -1, CheckCounts, "kto.splits.%s.batches is %d, kto/ holds %d", name, bi.Batches, st.batches)
@@ -508,15 +499,15 @@ func (v *verifier) checkCounts() {
 			for b := range sc.Behaviors {
 				behaviors = append(behaviors, b)
 			}
-			for b := range st.behaviors {
+			for b := range got.Behaviors {
 				if _, ok := sc.Behaviors[b]; !ok {
 					behaviors = append(behaviors, b)
 				}
 			}
 			slices.Sort(behaviors)
 			for _, b := range behaviors {
-				if sc.Behaviors[b] != st.behaviors[b] {
-					v.add("", -1, CheckCounts, "splits.%s.behaviors[%q] is %+v, kto/ holds %+v", name, b, sc.Behaviors[b], st.behaviors[b])
+				if sc.Behaviors[b] != got.Behaviors[b] {
+					v.add("", -1, CheckCounts, "splits.%s.behaviors[%q] is %+v, kto/ holds %+v", name, b, sc.Behaviors[b], got.Behaviors[b])
 				}
 			}
 		}

@@ -2,6 +2,8 @@ package export
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +13,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"github.com/ktoloader/ktoloader/kto"
 )
 
 // FormatVersion is the manifest's format_version. Bump it when a field changes meaning.
@@ -26,16 +30,14 @@ const ToolName = "ktoloader"
 type Manifest struct {
 	FormatVersion int    `json:"format_version"`
 	Tool          string `json:"tool"`
-	// Config holds the prep flags that shape the output, all but --workers, keyed by flag
-	// name with '-' as '_' ("max_len", "kto_batch_size", "sft_loss", "seed", …). Verify reads
-	// max_len, kto_batch_size and sft_loss from it.
-	Config    map[string]any `json:"config"`
-	Inputs    []Input        `json:"inputs"`
-	Tokenizer TokenizerInfo  `json:"tokenizer"`
-	Counts    Counts         `json:"counts"`
-	Tokens    TokenStats     `json:"tokens"`
-	Packing   PackingInfo    `json:"packing"`
-	KTO       KTOInfo        `json:"kto"`
+	// Config holds the prep flags that shape the output (RunConfig).
+	Config    RunConfig     `json:"config"`
+	Inputs    []Input       `json:"inputs"`
+	Tokenizer TokenizerInfo `json:"tokenizer"`
+	Counts    Counts        `json:"counts"`
+	Tokens    TokenStats    `json:"tokens"`
+	Packing   PackingInfo   `json:"packing"`
+	KTO       KTOInfo       `json:"kto"`
 	// Split is how the group-aware train/test split came out, per behavior×label stratum
 	// (kto.SplitStats); nil in manifests written before it existed.
 	Split any        `json:"split,omitempty"`
@@ -43,6 +45,9 @@ type Manifest struct {
 	// Rejects checksums the rejects file (nil in manifests written before it existed). Path
 	// is RejectsName when it lies in the output directory, else as given to --rejects.
 	Rejects *RejectsInfo `json:"rejects,omitempty"`
+	// Warnings are ComputeWarnings' findings on the counts above (a single label, most rows
+	// rejected, none written, batches missing a label); absent when there are none.
+	Warnings []Warning `json:"warnings,omitempty"`
 }
 
 // RejectsInfo is the rejects file's size, record count and sha256, as written.
@@ -88,6 +93,20 @@ type Counts struct {
 	Notes map[string]int64 `json:"notes,omitempty"`
 }
 
+// Reject counts one rejected row under its reason (loader.Reason's names).
+func (c *Counts) Reject(reason string) {
+	c.Rejected++
+	c.Reasons[reason]++
+}
+
+// Unwrite turns a row counted as written into a rejected one: a row can be rejected after it
+// was written to the spill (--drop-last leaves it out of the last batch, which is planned
+// only once every row is read). Read = Written + Rejected still holds.
+func (c *Counts) Unwrite(reason string) {
+	c.Written--
+	c.Reject(reason)
+}
+
 // SplitCounts are one split's examples by label and by behavior.
 type SplitCounts struct {
 	Examples    int64                  `json:"examples"`
@@ -100,6 +119,29 @@ type SplitCounts struct {
 type LabelCounts struct {
 	Desirable   int64 `json:"desirable"`
 	Undesirable int64 `json:"undesirable"`
+}
+
+// Add counts one example with the label desirable (true) or undesirable.
+func (c *LabelCounts) Add(desirable bool) {
+	if desirable {
+		c.Desirable++
+	} else {
+		c.Undesirable++
+	}
+}
+
+// Add counts one example of a split: in the totals and under its behavior (Behaviors must
+// be made). prep counts the rows it writes with it, merge and verify the rows they read.
+func (c *SplitCounts) Add(behavior string, desirable bool) {
+	c.Examples++
+	if desirable {
+		c.Desirable++
+	} else {
+		c.Undesirable++
+	}
+	lc := c.Behaviors[behavior]
+	lc.Add(desirable)
+	c.Behaviors[behavior] = lc
 }
 
 // TokenStats describe example lengths in tokens.
@@ -151,13 +193,9 @@ type PackingInfo struct {
 	SFT       map[string]PackInfo `json:"sft"`
 }
 
-// PackInfo describes one split of a packed kind: Fill is Tokens / (Rows × MaxLen).
-type PackInfo struct {
-	Rows      int64   `json:"rows"`
-	Sequences int64   `json:"sequences"`
-	Tokens    int64   `json:"tokens"`
-	Fill      float64 `json:"fill_ratio"`
-}
+// PackInfo describes one split of a packed kind: Fill is Tokens / (Rows × MaxLen). It is
+// the packer's own count (kto.PackStats without the row length, which packing.max_len holds).
+type PackInfo = kto.PackCounts
 
 // KTOInfo describes the KTO batches: the batch size and TRL loss weights suggested for the
 // train split's label balance, and per split how batching came out.
@@ -168,19 +206,10 @@ type KTOInfo struct {
 	Splits            map[string]BatchInfo `json:"splits"`
 }
 
-// BatchInfo is one split's KTO batching, as kto.BatchStats reports it.
-type BatchInfo struct {
-	Examples    int64 `json:"examples"` // rows in kto/ for the split: Counts.Splits[…].Examples
-	Desirable   int64 `json:"desirable"`
-	Undesirable int64 `json:"undesirable"`
-	Batches     int64 `json:"batches"`
-	LastBatch   int64 `json:"last_batch"`
-	Dropped     int64 `json:"dropped"` // examples left out of the last, partial batch
-	// The leftover imbalance: batches holding no desirable (no undesirable) example.
-	NoDesirable   int64 `json:"batches_without_desirable"`
-	NoUndesirable int64 `json:"batches_without_undesirable"`
-	KLTruncated   int64 `json:"kl_truncated"`
-}
+// BatchInfo is one split's KTO batching, as kto.BatchStats counts it (without the batch size
+// and weights, which kto.batch_size and kto.*_weight hold for the whole run). Examples is the
+// split's rows in kto/: Counts.Splits[…].Examples.
+type BatchInfo = kto.BatchCounts
 
 // NewManifest returns a manifest with the constant fields set and the maps made, so that
 // empty maps print as {} rather than null.
@@ -188,7 +217,6 @@ func NewManifest() *Manifest {
 	return &Manifest{
 		FormatVersion: FormatVersion,
 		Tool:          ToolName,
-		Config:        map[string]any{},
 		Inputs:        []Input{},
 		Counts:        Counts{Reasons: map[string]int64{}, Splits: map[string]SplitCounts{}},
 		Packing:       PackingInfo{KTOPacked: map[string]PackInfo{}, SFT: map[string]PackInfo{}},
@@ -232,17 +260,30 @@ func WriteManifest(dir string, m *Manifest) error {
 // ReadManifest reads dir/manifest.json: ErrNoManifest when absent, ErrBadManifest when it
 // is not a manifest.
 func ReadManifest(dir string) (*Manifest, error) {
+	m, _, err := ReadManifestSHA256(dir)
+	return m, err
+}
+
+// ReadManifestSHA256 is ReadManifest that also returns the hex sha256 of the file's bytes:
+// it identifies the run's data (a trainer keys its caches on it).
+func ReadManifestSHA256(dir string) (*Manifest, string, error) {
 	p := filepath.Join(dir, ManifestName)
 	data, err := os.ReadFile(p)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("%s: %w", dir, ErrNoManifest)
+		return nil, "", fmt.Errorf("%s: %w", dir, ErrNoManifest)
 	}
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
+	sum := sha256.Sum256(data)
+	m, err := parseManifest(p, data)
+	return m, hex.EncodeToString(sum[:]), err
+}
+
+func parseManifest(p string, data []byte) (*Manifest, error) {
 	var m Manifest
 	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.UseNumber() // config values keep their digits
+	dec.UseNumber() // split statistics (any) keep their digits
 	if err := dec.Decode(&m); err != nil {
 		return nil, &FileError{Path: p, Err: fmt.Errorf("%w: %v", ErrBadManifest, err)}
 	}
@@ -255,32 +296,20 @@ func ReadManifest(dir string) (*Manifest, error) {
 	return &m, nil
 }
 
-// ConfigInt reads an integer from Config, as written by prep or read back by ReadManifest.
-func (m *Manifest) ConfigInt(key string) (int64, bool) {
-	switch v := m.Config[key].(type) {
-	case json.Number:
-		n, err := v.Int64()
-		return n, err == nil
-	case int:
-		return int64(v), true
-	case int64:
-		return v, true
-	case float64:
-		if v == math.Trunc(v) {
-			return int64(v), true
-		}
-	}
-	return 0, false
-}
-
-// ConfigString reads a string from Config.
-func (m *Manifest) ConfigString(key string) (string, bool) {
-	s, ok := m.Config[key].(string)
-	return s, ok
-}
-
 // localPath reports whether p is a relative, slash-separated path that stays inside the
 // directory.
 func localPath(p string) bool {
 	return p != "" && !strings.Contains(p, `\`) && filepath.IsLocal(filepath.FromSlash(p)) && !strings.HasPrefix(p, "/")
+}
+
+// ResolveRejects is where the rejects file of the run in dir lies: dir/rejects.jsonl by
+// default, else the manifest's path, which is relative to dir (an absolute path is kept).
+func ResolveRejects(dir string, m *Manifest) string {
+	if m == nil || m.Rejects == nil || m.Rejects.Path == "" || m.Rejects.Path == RejectsName {
+		return filepath.Join(dir, RejectsName)
+	}
+	if filepath.IsAbs(m.Rejects.Path) {
+		return m.Rejects.Path
+	}
+	return filepath.Join(dir, filepath.FromSlash(m.Rejects.Path))
 }

@@ -36,7 +36,7 @@ func topLevelKeys(t *testing.T, data []byte) []string {
 
 func TestManifestLayout(t *testing.T) {
 	m := NewManifest()
-	m.Config = map[string]any{"seed": 42, "max_len": 2048, "beta": 0.1, "assistant_text_with_tools": "keep"}
+	m.Config = RunConfig{Seed: 42, MaxLen: 2048, TestFrac: 0.1, AssistantTextWithTools: "keep"}
 	m.Counts.Reasons = map[string]int64{"too_long": 2, "invalid_json": 1}
 	m.Files = []FileInfo{{Path: "sft/train-00000-of-00001.parquet"}, {Path: "kto/train-00000-of-00001.parquet"}}
 	data, err := m.Marshal()
@@ -55,7 +55,7 @@ func TestManifestLayout(t *testing.T) {
 		t.Error("not indented by two spaces")
 	}
 	for _, ordered := range [][]string{
-		{`"assistant_text_with_tools"`, `"beta"`, `"max_len"`, `"seed"`}, // config keys sorted
+		{`"assistant_text_with_tools"`, `"max_len"`, `"seed"`, `"test_frac"`}, // config keys sorted
 		{`"invalid_json"`, `"too_long"`},
 		{`"kto/train-00000-of-00001.parquet"`, `"sft/train-00000-of-00001.parquet"`}, // files by path
 	} {
@@ -91,7 +91,7 @@ func TestManifestRejectsHostPaths(t *testing.T) {
 func TestManifestRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	m := NewManifest()
-	m.Config = map[string]any{"max_len": 2048, "sft_loss": "completion", "huge": int64(1) << 53}
+	m.Config = RunConfig{MaxLen: 2048, SFTLoss: "completion", Seed: 1<<53 + 1}
 	m.Counts = Counts{Read: 5, Written: 4, Rejected: 1, Reasons: map[string]int64{"x": 1},
 		Splits: map[string]SplitCounts{"train": {Examples: 4, Desirable: 3, Undesirable: 1, Behaviors: map[string]LabelCounts{"b": {3, 1}}}}}
 	m.Tokens.Total = Summarize([]int{5, 1, 3})
@@ -103,14 +103,8 @@ func TestManifestRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n, ok := got.ConfigInt("max_len"); !ok || n != 2048 {
-		t.Errorf("max_len %d %v", n, ok)
-	}
-	if n, ok := got.ConfigInt("huge"); !ok || n != 1<<53 {
-		t.Errorf("huge %d %v: integers must keep their digits", n, ok)
-	}
-	if s, _ := got.ConfigString("sft_loss"); s != "completion" {
-		t.Errorf("sft_loss %q", s)
+	if got.Config != m.Config {
+		t.Errorf("config %+v, want %+v (integers must keep their digits: 2^53+1 is no float64)", got.Config, m.Config)
 	}
 	if !reflect.DeepEqual(got.Counts, m.Counts) || !reflect.DeepEqual(got.Files, m.Files) || got.Tokens != m.Tokens {
 		t.Errorf("round trip differs:\n%+v\n%+v", got, m)

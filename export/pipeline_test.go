@@ -57,7 +57,7 @@ func TestVerifyKTOPipeline(t *testing.T) {
 
 			dir := t.TempDir()
 			m := NewManifest()
-			m.Config = map[string]any{"max_len": cfg.MaxLen, "kto_batch_size": cfg.BatchSize, "sft_loss": "completion", "drop_last": dropLast}
+			m.Config = RunConfig{MaxLen: cfg.MaxLen, KTOBatchSize: cfg.BatchSize, SFTLoss: "completion", DropLast: dropLast}
 			m.Packing.MaxLen = cfg.MaxLen
 			m.KTO.BatchSize = cfg.BatchSize
 			sc := SplitCounts{Behaviors: map[string]LabelCounts{}}
@@ -74,25 +74,21 @@ func TestVerifyKTOPipeline(t *testing.T) {
 				sc.Behaviors[ex.Behavior] = lc
 			}
 			// As internal/pipeline does: --drop-last's examples are rejected, not written.
-			m.Counts.Read, m.Counts.Written = int64(len(exs)), int64(len(exs)-bst.Dropped)
+			m.Counts.Read, m.Counts.Written = int64(len(exs)), int64(len(exs))-bst.Dropped
 			if bst.Dropped > 0 {
-				m.Counts.Rejected = int64(bst.Dropped)
-				m.Counts.Reasons["drop_last"] = int64(bst.Dropped)
+				m.Counts.Rejected = bst.Dropped
+				m.Counts.Reasons["drop_last"] = bst.Dropped
 			}
 			m.Counts.Splits["train"] = sc
-			m.KTO.Splits["train"] = BatchInfo{
-				Examples: int64(bst.Examples), Desirable: int64(bst.Desirable), Undesirable: int64(bst.Undesirable),
-				Batches: int64(bst.Batches), LastBatch: int64(bst.LastBatch), Dropped: int64(bst.Dropped),
-				NoDesirable: int64(bst.NoDesirable), NoUndesirable: int64(bst.NoUndesirable), KLTruncated: int64(bst.KLTruncated),
-			}
-			m.Packing.KTOPacked["train"] = PackInfo{Rows: int64(pst.Rows), Sequences: int64(pst.Sequences), Tokens: pst.Tokens, Fill: pst.Fill}
-			m.Packing.SFT["train"] = PackInfo{Rows: int64(sst.Rows), Sequences: int64(sst.Sequences), Tokens: sst.Tokens, Fill: sst.Fill}
+			m.KTO.Splits["train"] = bst.BatchCounts
+			m.Packing.KTOPacked["train"] = pst.PackCounts
+			m.Packing.SFT["train"] = sst.PackCounts
 			opt := WriterOptions{ShardRows: 5}
 			m.Files = append(m.Files, writeShards(t, dir, KindKTO, "train", opt, rows)...)
 			m.Files = append(m.Files, writeShards(t, dir, KindKTOPacked, "train", opt, packed)...)
 			m.Files = append(m.Files, writeShards(t, dir, KindSFT, "train", opt, sft)...)
 			var rej []byte
-			for i := 0; i < bst.Dropped; i++ {
+			for range bst.Dropped {
 				rej = append(rej, `{"file":"x","line":1,"field":"","reason":"drop_last","raw":""}`+"\n"...)
 			}
 			if err := WriteFileAtomic(filepath.Join(dir, "rejects.jsonl"), rej); err != nil {

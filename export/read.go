@@ -28,7 +28,11 @@ type Reader[T any] struct {
 	pq   recordRows[T]        // rows from rr's batches
 	rows int64                // the footer's row count (Parquet)
 	read int64                // rows returned so far (Parquet)
-	ar   *arrowReader[T]
+	// groupEnd[i] is the row after row group i; decoded the rows of the batches fetched so
+	// far: together they say where a decoding error is.
+	groupEnd []int64
+	decoded  int64
+	ar       *arrowReader[T]
 }
 
 // OpenReader opens the shard at path for reading rows of type T.
@@ -86,6 +90,7 @@ func (r *Reader[T]) openParquet(l *layout) (err error) {
 	var sum int64
 	for _, rg := range pf.RowGroups() {
 		sum += rg.NumRows()
+		r.groupEnd = append(r.groupEnd, sum)
 	}
 	if sum != pf.NumRows() {
 		return corruptf(r.path, "parquet: row groups hold %d rows, footer says %d", sum, pf.NumRows())
@@ -114,18 +119,30 @@ func (r *Reader[T]) openParquet(l *layout) (err error) {
 		}
 		if !r.rr.Next() {
 			if err := r.rr.Err(); err != nil && !errors.Is(err, io.EOF) {
-				return nil, corruptf(r.path, "parquet: %v", err)
+				return nil, corruptf(r.path, "parquet: %s: %v", r.where(r.decoded), err)
 			}
 			return nil, io.EOF
 		}
 		r.rec = r.rr.RecordBatch()
 		r.rec.Retain()
 		if err := checkRecord(r.rec, l); err != nil {
-			return nil, corruptf(r.path, "parquet: %v", err)
+			return nil, corruptf(r.path, "parquet: %s: %v", r.where(r.decoded), err)
 		}
+		r.decoded += r.rec.NumRows()
 		return r.rec, nil
 	}}
 	return nil
+}
+
+// where names the row group holding row i (0-based, of the file), for errors: the batch
+// that failed to decode starts there.
+func (r *Reader[T]) where(i int64) string {
+	for g, end := range r.groupEnd {
+		if i < end {
+			return fmt.Sprintf("row group %d of %d (rows from %d)", g, len(r.groupEnd), i)
+		}
+	}
+	return fmt.Sprintf("rows from %d", i)
 }
 
 // NumRows is the row count the file's footer states, or -1 for Arrow files, whose footer
@@ -140,7 +157,7 @@ func (r *Reader[T]) Read(rows []T) (n int, err error) {
 	}
 	defer func() {
 		if p := recover(); p != nil {
-			n, err = 0, corruptf(r.path, "parquet: %v", p)
+			n, err = 0, corruptf(r.path, "parquet: %s: %v", r.where(r.read), p)
 		}
 	}()
 	n, err = r.pq.read(rows)

@@ -81,6 +81,9 @@ type WriterOptions struct {
 	// RowGroupRows is the most rows in a Parquet row group or Arrow record batch
 	// (default DefaultRowGroupRows).
 	RowGroupRows int64
+	// BeforeRename, when set, is called by Close with the final paths of the shards before
+	// they are renamed into place (internal/outdir journals them); its error fails Close.
+	BeforeRename func(paths []string) error
 }
 
 // FileInfo describes one finished shard file, as the manifest lists it.
@@ -223,12 +226,11 @@ func (w *ShardWriter[T]) open() error {
 	s := &shard{index: len(w.done)}
 	w.cur = s
 	for _, ext := range w.opt.Format.extensions() {
-		tmp := filepath.Join(w.out, w.kind, fmt.Sprintf(".tmp-%s-%05d%s", w.split, s.index, ext))
-		f, err := os.Create(tmp)
+		f, err := os.CreateTemp(filepath.Join(w.out, w.kind), TempPattern(fmt.Sprintf("%s-%05d%s", w.split, s.index, ext)))
 		if err != nil {
 			return err
 		}
-		sf := &shardFile{tmp: tmp, f: f, h: sha256.New()}
+		sf := &shardFile{tmp: f.Name(), f: f, h: sha256.New()}
 		sf.bw = bufio.NewWriterSize(f, 1<<20)
 		s.files = append(s.files, sf)
 		if ext == ".arrow" {
@@ -335,6 +337,18 @@ func (w *ShardWriter[T]) Close() ([]FileInfo, error) {
 	}
 	w.err = ErrWriterClosed
 	n := len(w.done)
+	if w.opt.BeforeRename != nil {
+		var final []string
+		for _, s := range w.done {
+			for _, sf := range s.files {
+				final = append(final, filepath.Join(w.out, w.kind, fmt.Sprintf("%s-%05d-of-%05d.%s", w.split, s.index, n, sf.format)))
+			}
+		}
+		if err := w.opt.BeforeRename(final); err != nil {
+			w.removeTemps()
+			return nil, err
+		}
+	}
 	var infos []FileInfo
 	for _, s := range w.done {
 		for _, sf := range s.files {

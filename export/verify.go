@@ -59,8 +59,9 @@ var DesignColumns = map[string][]ColumnType{
 	},
 }
 
-// IgnoreIndex is the label of a token SFT takes no loss on (Hugging Face's -100).
-const IgnoreIndex = -100
+// IgnoreIndex is the label of a token SFT takes no loss on (Hugging Face's -100): the one
+// sft/ is written with.
+const IgnoreIndex = kto.IgnoreIndex
 
 // Checks named in violations.
 const (
@@ -183,19 +184,19 @@ func newVerifier(dir string, m *Manifest) *verifier {
 		dir: dir, m: m, rep: &Report{Violations: []Violation{}, Counts: []CheckCount{}},
 		perCheck: map[[2]string]int{}, countAt: map[[2]string]int{}, seed: maphash.MakeSeed(), splits: map[string]*splitState{},
 	}
-	if n, ok := m.ConfigInt("max_len"); ok && n > 0 {
-		v.maxLen = int(n)
+	if n := m.Config.MaxLen; n > 0 {
+		v.maxLen = n
 	} else if m.Packing.MaxLen > 0 {
 		v.maxLen = m.Packing.MaxLen
 	}
 	if m.KTO.BatchSize > 0 {
 		v.batchSize = m.KTO.BatchSize
-	} else if n, ok := m.ConfigInt("kto_batch_size"); ok && n > 0 {
-		v.batchSize = int(n)
+	} else if n := m.Config.KTOBatchSize; n > 0 {
+		v.batchSize = n
 	}
-	v.sftLoss, _ = m.ConfigString("sft_loss")
+	v.sftLoss = m.Config.SFTLoss
 	if v.sftLoss == "" {
-		v.sftLoss = "completion"
+		v.sftLoss = kto.SFTLossCompletion
 	}
 	return v
 }
@@ -360,7 +361,7 @@ func (v *verifier) checkUnlisted() {
 func (v *verifier) checkFile(fi FileInfo, primary bool, digests map[string][32]byte) {
 	full := filepath.Join(v.dir, filepath.FromSlash(fi.Path))
 	v.rep.Files++
-	size, sum, err := hashFile(full)
+	size, sum, err := FileSHA256(full)
 	if err != nil {
 		v.add(fi.Path, -1, CheckFile, "%v", err)
 		return
@@ -410,20 +411,6 @@ func (v *verifier) checkFile(fi FileInfo, primary bool, digests map[string][32]b
 	} else if twin, ok := digests[strings.TrimSuffix(fi.Path, ".arrow")+".parquet"]; ok && twin != digest {
 		v.add(fi.Path, -1, CheckTwin, "rows differ from the .parquet shard of the same name")
 	}
-}
-
-func hashFile(p string) (int64, string, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return 0, "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	n, err := io.Copy(h, f)
-	if err != nil {
-		return n, "", err
-	}
-	return n, hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // fileColumns reads a shard's schema without reading rows, never panicking.
@@ -530,17 +517,23 @@ func (v *verifier) hashIDs(extra int64, parts ...[]int32) uint64 {
 }
 
 // checkRejects compares rejects.jsonl with counts.rejected, and checks each record's shape.
+// A rejects file outside the directory (prep --rejects elsewhere) is found through the
+// manifest's path, relative to the directory, and named as the manifest names it.
 func (v *verifier) checkRejects() {
-	p := filepath.Join(v.dir, RejectsName)
+	p := ResolveRejects(v.dir, v.m)
+	name := RejectsName
+	if ri := v.m.Rejects; ri != nil && ri.Path != "" {
+		name = ri.Path
+	}
 	f, err := os.Open(p)
 	if errors.Is(err, os.ErrNotExist) {
 		if v.m.Counts.Rejected > 0 {
-			v.add(RejectsName, -1, CheckRejects, "missing, but counts.rejected is %d", v.m.Counts.Rejected)
+			v.add(name, -1, CheckRejects, "missing (%s), but counts.rejected is %d", p, v.m.Counts.Rejected)
 		}
 		return
 	}
 	if err != nil {
-		v.add(RejectsName, -1, CheckRejects, "%v", err)
+		v.add(name, -1, CheckRejects, "%v", err)
 		return
 	}
 	defer f.Close()
@@ -555,11 +548,11 @@ func (v *verifier) checkRejects() {
 		if len(line) > 0 {
 			var rec map[string]json.RawMessage
 			if jerr := json.Unmarshal(line, &rec); jerr != nil {
-				v.add(RejectsName, n, CheckRejects, "not a JSON object: %v", jerr)
+				v.add(name, n, CheckRejects, "not a JSON object: %v", jerr)
 			} else {
 				for _, k := range []string{"file", "line", "field", "reason", "raw"} {
 					if _, ok := rec[k]; !ok {
-						v.add(RejectsName, n, CheckRejects, "record has no %q", k)
+						v.add(name, n, CheckRejects, "record has no %q", k)
 					}
 				}
 				var reason string
@@ -573,16 +566,16 @@ func (v *verifier) checkRejects() {
 			break
 		}
 		if err != nil {
-			v.add(RejectsName, -1, CheckRejects, "%v", err)
+			v.add(name, -1, CheckRejects, "%v", err)
 			return
 		}
 	}
 	if n != v.m.Counts.Rejected {
-		v.add(RejectsName, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
+		v.add(name, -1, CheckRejects, "%d records, counts.rejected is %d", n, v.m.Counts.Rejected)
 	}
-	if ri := v.m.Rejects; ri != nil && ri.Path == RejectsName {
+	if ri := v.m.Rejects; ri != nil {
 		if sum := hex.EncodeToString(h.Sum(nil)); sum != ri.SHA256 || size != ri.Bytes {
-			v.add(RejectsName, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
+			v.add(name, -1, CheckSHA256, "%d bytes with sha256 %s, the manifest lists %d bytes with %s", size, sum, ri.Bytes, ri.SHA256)
 		}
 	}
 	// Each reason as often as counts.reasons says (this also covers manifests written
@@ -599,7 +592,7 @@ func (v *verifier) checkRejects() {
 	sort.Strings(names)
 	for _, k := range names {
 		if reasons[k] != v.m.Counts.Reasons[k] {
-			v.add(RejectsName, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
+			v.add(name, -1, CheckRejects, "%d records with reason %q, counts.reasons says %d", reasons[k], k, v.m.Counts.Reasons[k])
 		}
 	}
 }

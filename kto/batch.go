@@ -9,23 +9,47 @@ import (
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
-// BatchStats reports how the KTO batches came out.
-type BatchStats struct {
-	BatchSize   int `json:"batch_size"`
-	Examples    int `json:"examples"` // batched, after DropLast
-	Desirable   int `json:"desirable"`
-	Undesirable int `json:"undesirable"`
-	Batches     int `json:"batches"`
+// BatchCounts count how one split's KTO batches came out: what BatchStats reports, and what
+// the manifest records per split (export.BatchInfo is this type, so the JSON names and the
+// field order here are the manifest's).
+type BatchCounts struct {
+	Examples    int64 `json:"examples"` // batched, after DropLast: the split's rows in kto/
+	Desirable   int64 `json:"desirable"`
+	Undesirable int64 `json:"undesirable"`
+	Batches     int64 `json:"batches"`
 	// LastBatch is the size of the last batch: BatchSize when every batch is full. A partial
 	// batch is always the last one, so that every run of BatchSize rows is one batch.
-	LastBatch int `json:"last_batch"`
-	Dropped   int `json:"dropped"` // examples left out by DropLast
+	LastBatch int64 `json:"last_batch"`
+	Dropped   int64 `json:"dropped"` // examples left out by DropLast
 	// Batches that hold no desirable (no undesirable) example: the leftover imbalance. Each
 	// is the fewest the counts allow, e.g. max(0, batches − desirable) for desirable.
-	NoDesirable   int `json:"batches_without_desirable"`
-	NoUndesirable int `json:"batches_without_undesirable"`
+	NoDesirable   int64 `json:"batches_without_desirable"`
+	NoUndesirable int64 `json:"batches_without_undesirable"`
 	// KLTruncated counts KL completions cut at the end to fit prompt+KL completion in MaxLen.
-	KLTruncated int `json:"kl_truncated"`
+	KLTruncated int64 `json:"kl_truncated"`
+}
+
+// AddBatch counts one more batch, of n examples of which d are desirable, written after the
+// ones counted so far (so it is the last batch). Readers that count batches from rows as
+// written (prep's partitioned runs, merge) use it.
+func (c *BatchCounts) AddBatch(n, d int) {
+	c.Examples += int64(n)
+	c.Desirable += int64(d)
+	c.Undesirable += int64(n - d)
+	c.Batches++
+	c.LastBatch = int64(n)
+	if d == 0 {
+		c.NoDesirable++
+	}
+	if d == n {
+		c.NoUndesirable++
+	}
+}
+
+// BatchStats reports how the KTO batches came out.
+type BatchStats struct {
+	BatchSize int `json:"batch_size"`
+	BatchCounts
 	// Suggested KTOConfig desirable_weight / undesirable_weight, by SuggestWeights.
 	DesirableWeight   float64 `json:"desirable_weight"`
 	UndesirableWeight float64 `json:"undesirable_weight"`
@@ -81,7 +105,7 @@ func Batches(exs []tokenize.Example, cfg Config) ([]KTORow, BatchStats, error) {
 		}
 		r, cut := BatchRows(batch, int64(b), cfg)
 		rows = append(rows, r...)
-		stats.KLTruncated += cut
+		stats.KLTruncated += int64(cut)
 	}
 	return rows, stats, nil
 }
@@ -173,7 +197,7 @@ func PlanBatches(keys []Key, cfg Config) ([][]int, BatchStats, error) {
 	}
 	nD, nU := len(des), len(und)
 	n := nD + nU
-	stats.Examples, stats.Desirable, stats.Undesirable = n, nD, nU
+	stats.Examples, stats.Desirable, stats.Undesirable = int64(n), int64(nD), int64(nU)
 	stats.DesirableWeight, stats.UndesirableWeight = SuggestWeights(nD, nU)
 	if n == 0 {
 		return nil, stats, nil
@@ -223,7 +247,7 @@ func PlanBatches(keys []Key, cfg Config) ([][]int, BatchStats, error) {
 		}
 	}
 	// Shuffle which full batch gets which share; the partial batch stays last.
-	newRNG(cfg.Seed, saltBatch).shuffle(nFull, func(i, j int) { d[i], d[j] = d[j], d[i] })
+	newRNG(cfg.Seed, saltBatch).Shuffle(nFull, func(i, j int) { d[i], d[j] = d[j], d[i] })
 
 	batches := make([][]int, len(sizes))
 	flat := make([]int, 0, n)
@@ -247,8 +271,8 @@ func PlanBatches(keys []Key, cfg Config) ([][]int, BatchStats, error) {
 			stats.NoUndesirable++
 		}
 	}
-	stats.Batches = len(batches)
-	stats.LastBatch = sizes[last]
+	stats.Batches = int64(len(batches))
+	stats.LastBatch = int64(sizes[last])
 	return batches, stats, nil
 }
 

@@ -79,7 +79,7 @@ func TestBatchesKLMatchesTRL(t *testing.T) {
 					t.Fatalf("row %d: prompt+KL %v, TRL pairs and collates %v", i, got, full)
 				}
 			}
-			if st.KLTruncated != cut {
+			if int(st.KLTruncated) != cut {
 				t.Errorf("KLTruncated = %d, TRL's collator cut %d", st.KLTruncated, cut)
 			}
 			if tc.name == "KL cut" && cut == 0 {
@@ -112,7 +112,8 @@ func TestPlanBatchesBalance(t *testing.T) {
 		if cfg.DropLast {
 			wantDropped = n % B
 		}
-		if st.Dropped != wantDropped || st.Examples != n-wantDropped {
+		examples := int(st.Examples)
+		if int(st.Dropped) != wantDropped || examples != n-wantDropped {
 			t.Fatalf("n=%d B=%d: dropped %d, examples %d", n, B, st.Dropped, st.Examples)
 		}
 		seen := map[int]bool{}
@@ -120,8 +121,8 @@ func TestPlanBatchesBalance(t *testing.T) {
 		lackD, lackU := 0, 0
 		for k, b := range batches {
 			want := B
-			if k == len(batches)-1 && st.Examples%B != 0 {
-				want = st.Examples % B
+			if k == len(batches)-1 && examples%B != 0 {
+				want = examples % B
 			}
 			if len(b) != want {
 				t.Fatalf("n=%d B=%d: batch %d of %d has %d rows, want %d", n, B, k, len(batches), len(b), want)
@@ -158,19 +159,19 @@ func TestPlanBatchesBalance(t *testing.T) {
 				lackU++
 			}
 		}
-		if len(seen) != st.Examples {
+		if len(seen) != examples {
 			t.Fatalf("%d examples batched, stats say %d", len(seen), st.Examples)
 		}
 		if len(fullD) > 0 && slices.Max(fullD)-slices.Min(fullD) > 1 {
 			t.Fatalf("n=%d nD=%d B=%d: full batches hold %v desirable: surplus not spread", n, nD, B, fullD)
 		}
-		if lackD != st.NoDesirable || lackU != st.NoUndesirable {
+		if lackD != int(st.NoDesirable) || lackU != int(st.NoUndesirable) {
 			t.Fatalf("lacking counts %d/%d, stats %d/%d", lackD, lackU, st.NoDesirable, st.NoUndesirable)
 		}
 		// Both labels in every batch while both remain: the batches without a label are the
 		// fewest the counts allow. A last batch of one row lacks a label whatever we do.
 		nb := len(batches)
-		minD, minU := max(0, nb-st.Desirable), max(0, nb-st.Undesirable)
+		minD, minU := max(0, nb-int(st.Desirable)), max(0, nb-int(st.Undesirable))
 		if nb > 0 && len(batches[nb-1]) == 1 {
 			if lackD > minD+1 || lackU > minU+1 {
 				t.Fatalf("n=%d nD=%d B=%d: %d/%d batches lack a label, least %d/%d (+1 singleton)", n, nD, B, lackD, lackU, minD, minU)

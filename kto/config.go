@@ -1,6 +1,9 @@
 package kto
 
-import "math"
+import (
+	"cmp"
+	"math"
+)
 
 // Defaults applied to zero Config fields.
 const (
@@ -11,6 +14,8 @@ const (
 	// Measured on 50k chat-like lengths (32 + exponential, mean ≈ 630, cut at 2048) into 2048:
 	// windows of 100 fill 97.9% of row capacity, 1k 99.76%, 10k 99.95%, all 50k 99.97%.
 	DefaultSFTWindow = 10000
+	// DefaultSeed is prep's --seed. Config.Seed has no default: 0 is a seed like any other.
+	DefaultSeed = 42
 )
 
 // Truncation policies (Config.Truncate, --truncate).
@@ -66,21 +71,11 @@ type Config struct {
 // WithDefaults returns c with its zero fields set to their defaults, and Validate's verdict:
 // what the pipeline records as the configuration actually used.
 func (c Config) WithDefaults() (Config, error) {
-	if c.BatchSize == 0 {
-		c.BatchSize = DefaultBatchSize
-	}
-	if c.MaxLen == 0 {
-		c.MaxLen = DefaultMaxLen
-	}
-	if c.Truncate == "" {
-		c.Truncate = TruncateReject
-	}
-	if c.SFTLoss == "" {
-		c.SFTLoss = SFTLossCompletion
-	}
-	if c.SFTWindow == 0 {
-		c.SFTWindow = DefaultSFTWindow
-	}
+	c.BatchSize = cmp.Or(c.BatchSize, DefaultBatchSize)
+	c.MaxLen = cmp.Or(c.MaxLen, DefaultMaxLen)
+	c.Truncate = cmp.Or(c.Truncate, TruncateReject)
+	c.SFTLoss = cmp.Or(c.SFTLoss, SFTLossCompletion)
+	c.SFTWindow = cmp.Or(c.SFTWindow, DefaultSFTWindow)
 	return c, c.validate()
 }
 

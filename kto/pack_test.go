@@ -268,7 +268,7 @@ func packRoundTrip(t *testing.T, lengths []int, maxLen int) {
 	if len(got) != 2*len(batch) {
 		t.Fatalf("unpacked %d sequences, packed %d", len(got), 2*len(batch))
 	}
-	if st.Tokens != tokens || st.Rows != len(rows) || st.Sequences != 2*len(batch) {
+	if st.Tokens != tokens || st.Rows != int64(len(rows)) || st.Sequences != int64(2*len(batch)) {
 		t.Fatalf("stats %+v, counted %d tokens in %d rows", st, tokens, len(rows))
 	}
 
@@ -286,7 +286,7 @@ func packRoundTrip(t *testing.T, lengths []int, maxLen int) {
 			back = append(back, s.InputIDs)
 		}
 	}
-	if len(back) != len(exs) || sst.Sequences != len(exs) {
+	if len(back) != len(exs) || sst.Sequences != int64(len(exs)) {
 		t.Fatalf("SFT: %d sequences back, %d in, stats %+v", len(back), len(exs), sst)
 	}
 	// Windows keep input order, rows within a window do not: compare as sets per window.

@@ -4,13 +4,20 @@ import (
 	"fmt"
 )
 
-// PackStats reports packing: Fill is real tokens over row capacity.
-type PackStats struct {
-	MaxLen    int     `json:"max_len"`
-	Rows      int     `json:"rows"`
-	Sequences int     `json:"sequences"`
+// PackCounts count one packed kind's rows: what PackStats reports, and what the manifest
+// records per split (export.PackInfo is this type, so the JSON names and the field order here
+// are the manifest's).
+type PackCounts struct {
+	Rows      int64   `json:"rows"`
+	Sequences int64   `json:"sequences"`
 	Tokens    int64   `json:"tokens"`     // real (non-padding) tokens
 	Fill      float64 `json:"fill_ratio"` // Tokens / (Rows × MaxLen)
+}
+
+// PackStats reports packing: Fill is real tokens over row capacity.
+type PackStats struct {
+	MaxLen int `json:"max_len"`
+	PackCounts
 }
 
 // Add accumulates o into s.
@@ -125,8 +132,8 @@ func PackBatch(batch []KTORow, cfg Config) ([]PackedRow, PackStats, error) {
 		stats.Tokens += int64(pos)
 		out[b] = row
 	}
-	stats.Rows = len(out)
-	stats.Sequences = len(lengths)
+	stats.Rows = int64(len(out))
+	stats.Sequences = int64(len(lengths))
 	stats.fill()
 	return out, stats, nil
 }

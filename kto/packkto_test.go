@@ -122,7 +122,7 @@ func TestPackKTOPipeline(t *testing.T) {
 	if len(seen) != 2*len(rows) {
 		t.Fatalf("%d sequences unpacked, %d packed", len(seen), 2*len(rows))
 	}
-	if st.Tokens != tokens || st.Rows != len(packed) {
+	if st.Tokens != tokens || st.Rows != int64(len(packed)) {
 		t.Fatalf("stats %+v; counted %d tokens in %d rows", st, tokens, len(packed))
 	}
 	if want := float64(tokens) / float64(len(packed)*maxLen); st.Fill != want {

@@ -23,6 +23,8 @@
 // Everything is deterministic for a given input order, Config and Seed, and the split and
 // the batch composition do not depend on the input order at all (only on content and Seed).
 // Seeded orders use this package's own SplitMix64, so outputs do not change with Go releases.
+//
+// It may import tokenize and loader; export, the trainer and the pipeline import it.
 package kto
 
 // KTORow is one row of kto/: one example in final training order. Consecutive

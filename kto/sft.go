@@ -110,8 +110,8 @@ func (p *SFTPacker) Flush() []SFTRow {
 		p.stats.Tokens += int64(pos)
 		rows[b] = row
 	}
-	p.stats.Rows += len(rows)
-	p.stats.Sequences += len(p.window)
+	p.stats.Rows += int64(len(rows))
+	p.stats.Sequences += int64(len(p.window))
 	p.stats.fill()
 	clear(p.window) // drop references to the ids
 	p.window = p.window[:0]

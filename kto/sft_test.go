@@ -101,7 +101,7 @@ func TestPackSFTWindows(t *testing.T) {
 			}
 		}
 	}
-	if got != len(desirable) || st.Sequences != len(desirable) {
+	if got != len(desirable) || st.Sequences != int64(len(desirable)) {
 		t.Fatalf("%d sequences back, %d desirable, stats %+v", got, len(desirable), st)
 	}
 	t.Logf("%d desirable → %d rows of 256, fill %.3f", len(desirable), len(rows), st.Fill)

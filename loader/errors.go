@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 )
 
 // Sentinel reasons for a rejected row. Each RowError wraps exactly one; errors.Is tells why,
@@ -77,7 +78,7 @@ type RowError struct {
 }
 
 func (e *RowError) Error() string {
-	s := sourceOf(e.File, e.Line) + ": "
+	s := FormatSource(e.File, e.Line) + ": "
 	if e.Field != "" {
 		s += e.Field + ": "
 	}
@@ -93,8 +94,23 @@ func (e *RowError) Unwrap() error { return e.Err }
 // Reason is the stable reason name of the wrapped error.
 func (e *RowError) Reason() string { return Reason(e.Err) }
 
-func sourceOf(file string, line int64) string {
+// FormatSource is a row's source as the shards' source columns, error messages and the
+// report write it: "file:line". ParseSource reads it back; they are the one place for the
+// format.
+func FormatSource(file string, line int64) string {
 	return file + ":" + strconv.FormatInt(line, 10)
+}
+
+// ParseSource splits a FormatSource string at its last colon (file names may hold colons).
+// ok is false when there is no colon (file is then src, line 0) or the line is not a number
+// (line is then what strconv.ParseInt returned).
+func ParseSource(src string) (file string, line int64, ok bool) {
+	i := strings.LastIndexByte(src, ':')
+	if i < 0 {
+		return src, 0, false
+	}
+	n, err := strconv.ParseInt(src[i+1:], 10, 64)
+	return src[:i], n, err == nil
 }
 
 func rowErr(field string, err error, format string, args ...any) *RowError {

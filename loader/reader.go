@@ -118,17 +118,30 @@ func NewReader(r io.Reader, name string, cfg Config) (*Reader, error) {
 // Name is the input's name as given.
 func (r *Reader) Name() string { return r.name }
 
-// Read returns the next row. See Reader.
+// Read returns the next row: ReadRecord, then ParseRow (a bad row is a *RowError). See Reader.
 func (r *Reader) Read() (Row, error) {
+	data, line, err := r.ReadRecord()
+	if err != nil {
+		return Row{}, err
+	}
+	return ParseRow(data, r.name, line, r.cfg)
+}
+
+// ReadRecord returns the next record (a JSONL line, or a Parquet row as JSON) with its line
+// number, without parsing it, so that a caller can run ParseRow on several goroutines: Read
+// is ReadRecord followed by ParseRow(data, r.Name(), line, cfg). Blank lines are skipped
+// (and counted in Blank); an over-long line comes back as a *RowError, as from Read, and
+// stream errors stick. data is only valid until the next call.
+func (r *Reader) ReadRecord() (data []byte, line int64, err error) {
 	if r.err != nil {
-		return Row{}, r.err
+		return nil, 0, r.err
 	}
 	for {
 		data, line, err := r.next()
 		if err != nil {
 			var tl *tooLong
 			if errors.As(err, &tl) {
-				return Row{}, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
+				return nil, line, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
 					Detail: fmt.Sprintf("line is longer than --max-line-bytes=%d (%d bytes or more)", r.cfg.maxLine(), tl.n),
 					Raw:    tl.prefix}
 			}
@@ -136,13 +149,13 @@ func (r *Reader) Read() (Row, error) {
 				err = fmt.Errorf("%s: line %d: %w", r.name, line, err)
 			}
 			r.err = err
-			return Row{}, err
+			return nil, line, err
 		}
 		if len(bytes.TrimSpace(data)) == 0 {
 			r.Blank++
 			continue
 		}
-		return ParseRow(data, r.name, line, r.cfg)
+		return data, line, nil
 	}
 }
 

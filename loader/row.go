@@ -2,6 +2,8 @@
 // JSONL, gzip/zstd-compressed JSONL and Parquet as a stream, validates each row, and reports
 // every bad row as a *RowError naming file, line, field path and a sentinel reason. A bad row
 // never stops the stream: the caller decides (--strict) whether to stop.
+//
+// It is the bottom layer and imports no other package of this module (internal/layering_test.go).
 package loader
 
 import "encoding/json"
@@ -30,7 +32,7 @@ type Row struct {
 }
 
 // Source is "file:line", the form written to shards and rejects.
-func (r *Row) Source() string { return sourceOf(r.File, r.Line) }
+func (r *Row) Source() string { return FormatSource(r.File, r.Line) }
 
 // Message is one chat message. Content is nil for JSON null or a missing content.
 type Message struct {

@@ -12,6 +12,8 @@
 //
 // The go tool skips directories named testdata in ./... patterns, so this package is only
 // built where it is imported.
+//
+// It imports nothing of this module; any package may import it.
 package testdata
 
 import _ "embed"

@@ -6,6 +6,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/loader"
 )
 
@@ -91,13 +92,22 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 	}
 	// The spelled texts are made after the ids: not beside a huge text's BPE working set.
 	ex.PromptIDs = make([]int32, 0, textBytes(r.Prompt)/3+8)
-	ex.PromptAssistant = make([]bool, 0, cap(ex.PromptIDs))
+	ends := make([]int, len(r.Prompt)) // each segment's end in PromptIDs
 	for i, s := range r.Prompt {
-		n := len(ex.PromptIDs)
 		ex.PromptIDs = m.appendSegment(ex.PromptIDs, s)
-		for range len(ex.PromptIDs) - n {
-			ex.PromptAssistant = append(ex.PromptAssistant, r.PromptAssistant[i])
+		ends[i] = len(ex.PromptIDs)
+	}
+	// Made once at its final size: appended id by id it grew past its estimate beside a
+	// huge text's ids, old and new arrays both live.
+	ex.PromptAssistant = make([]bool, len(ex.PromptIDs))
+	start := 0
+	for i, end := range ends {
+		if r.PromptAssistant[i] {
+			for j := start; j < end; j++ {
+				ex.PromptAssistant[j] = true
+			}
 		}
+		start = end
 	}
 	ex.CompletionIDs = m.AppendIDs(make([]int32, 0, textBytes(r.Completion)/3+4), r.Completion)
 	ex.Prompt, ex.Completion = Spell(r.Prompt), Spell(r.Completion)
@@ -156,7 +166,7 @@ func (m *Mistral) appendSegment(dst []int32, s Segment) []int32 {
 // arguments, tool results), with whitespace runs collapsed to one space and letters
 // lower-cased, so that rows asking the same thing in the same words share a group.
 func GroupOf(msgs []loader.Message) uint64 {
-	h := uint64(14695981039346656037)
+	h := uint64(stablehash.FNVOffset)
 	var buf [utf8.UTFMax]byte
 	// add hashes strings.Join(strings.Fields(strings.ToLower(s)), " ") without building it:
 	// a tool result of megabytes must not cost three copies and a slice header per word.
@@ -169,18 +179,18 @@ func GroupOf(msgs []loader.Message) uint64 {
 				continue
 			}
 			if sep && wrote {
-				h = (h ^ ' ') * 1099511628211
+				h = stablehash.FNVByte(h, ' ')
 			}
 			sep, wrote = false, true
 			if r < utf8.RuneSelf {
-				h = (h ^ uint64(r)) * 1099511628211
+				h = stablehash.FNVByte(h, byte(r))
 				continue
 			}
 			for _, b := range utf8.AppendRune(buf[:0], r) {
-				h = (h ^ uint64(b)) * 1099511628211
+				h = stablehash.FNVByte(h, b)
 			}
 		}
-		h = (h ^ 0xff) * 1099511628211 // field separator: "ab","c" differs from "a","bc"
+		h = stablehash.FNVByte(h, 0xff) // field separator: "ab","c" differs from "a","bc"
 	}
 	last := len(msgs) - 1
 	for last >= 0 && msgs[last].Role != "assistant" {

@@ -1,7 +1,19 @@
-// Package tokenize turns a loader.Row into token ids for Mistral v0.3: the chat template as
-// segments (a control-token id, or plain text that can never become a control token), a
-// pure-Go SentencePiece BPE that reproduces Hugging Face tokenizers and SentencePiece token for
-// token, and the prompt/completion split that KTO and SFT train on.
+// Package tokenize turns a loader.Row into token ids for Mistral v0.3, as a pipeline:
+//
+//	template (template.go)  row → segments: control-token ids, and plain text that can never
+//	                        become a control token (Render, ApplyTemplate)
+//	BPE (package bpe)       text → ids: the base tokenizer, a pure-Go SentencePiece BPE that
+//	                        reproduces Hugging Face tokenizers and SentencePiece token for token
+//	assembly (build.go)     segments → ids, and the prompt/completion split that KTO and SFT
+//	                        train on (Mistral.Example)
+//
+// Resolve (resolve.go) finds the tokenizer files: a path, $KTOLOADER_TOKENIZER, the Hugging
+// Face cache or a download through internal/hub. Tokenizer, Load and the loaders' errors are
+// bpe's, under the names tokenize has always had (base.go).
+//
+// It may import loader (the rows), tokenize/bpe, internal/hub (to find a tokenizer in the
+// Hugging Face cache or download one), internal/jsonstr, internal/stablehash and testdata
+// (the demo tokenizer); nothing above it.
 package tokenize
 
 // Segment is one piece of a rendered conversation: either a control token (Control >= 0,

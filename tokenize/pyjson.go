@@ -6,8 +6,8 @@ import (
 	"math"
 	"strconv"
 	"strings"
-	"unicode/utf16"
-	"unicode/utf8"
+
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
 )
 
 // This file re-serializes JSON text exactly as Python's json.dumps(json.loads(text),
@@ -136,41 +136,10 @@ func (v *jsonValue) writePy(b *strings.Builder) {
 }
 
 // writePyString writes s as a JSON string the way Python's encoder does with
-// ensure_ascii=False (json.encoder.ESCAPE / ESCAPE_DCT).
+// ensure_ascii=False (json.encoder.ESCAPE / ESCAPE_DCT): jsonstr.Append.
 func writePyString(b *strings.Builder, s string) {
-	b.WriteByte('"')
-	start := 0
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c != '"' && c != '\\' {
-			continue
-		}
-		b.WriteString(s[start:i])
-		switch c {
-		case '"':
-			b.WriteString(`\"`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		default:
-			const hex = "0123456789abcdef"
-			b.WriteString(`\u00`)
-			b.WriteByte(hex[c>>4])
-			b.WriteByte(hex[c&0xf])
-		}
-		start = i + 1
-	}
-	b.WriteString(s[start:])
-	b.WriteByte('"')
+	var buf [256]byte
+	b.Write(jsonstr.Append(buf[:0], s))
 }
 
 // pyFloatRepr formats f as Python's repr(float) (and so json.dumps) does.
@@ -441,109 +410,18 @@ func (p *pyParser) digits() int {
 	return n
 }
 
-// str reads a JSON string starting at the opening quote and returns its decoded value.
+// str reads a JSON string starting at the opening quote and returns its decoded value
+// (internal/jsonstr's decoder; its errors say where, as the other parse errors do).
 func (p *pyParser) str() (string, error) {
-	p.i++ // "
-	start := p.i
-	// Fast path: no escapes.
-	for p.i < len(p.s) {
-		c := p.s[p.i]
-		if c == '"' {
-			s := p.s[start:p.i]
-			if !utf8.Valid(s) {
-				return "", p.errf("invalid UTF-8 in a string")
-			}
-			p.i++
-			return string(s), nil
+	v, n, err := jsonstr.Decode(p.s[p.i:])
+	if err != nil {
+		var e *jsonstr.Error
+		if !errors.As(err, &e) {
+			return "", err
 		}
-		if c == '\\' || c < 0x20 {
-			break
-		}
-		p.i++
+		p.i += e.Off
+		return "", p.errf("%s", e.Msg)
 	}
-	var b []byte
-	b = append(b, p.s[start:p.i]...)
-	for p.i < len(p.s) {
-		c := p.s[p.i]
-		switch {
-		case c == '"':
-			p.i++
-			if !utf8.Valid(b) {
-				return "", p.errf("invalid UTF-8 in a string")
-			}
-			return string(b), nil
-		case c < 0x20:
-			return "", p.errf("control character %#x in a string", c)
-		case c != '\\':
-			b = append(b, c)
-			p.i++
-			continue
-		}
-		p.i++ // backslash
-		if p.i >= len(p.s) {
-			break
-		}
-		e := p.s[p.i]
-		p.i++
-		switch e {
-		case '"', '\\', '/':
-			b = append(b, e)
-		case 'b':
-			b = append(b, '\b')
-		case 'f':
-			b = append(b, '\f')
-		case 'n':
-			b = append(b, '\n')
-		case 'r':
-			b = append(b, '\r')
-		case 't':
-			b = append(b, '\t')
-		case 'u':
-			r, ok := p.hex4()
-			if !ok {
-				return "", p.errf("invalid \\u escape")
-			}
-			if utf16.IsSurrogate(r) {
-				// Python joins a high surrogate followed by a \u low surrogate into one
-				// character; anything else stays a lone surrogate, which UTF-8 cannot carry.
-				if r < 0xdc00 && p.i+1 < len(p.s) && p.s[p.i] == '\\' && p.s[p.i+1] == 'u' {
-					save := p.i
-					p.i += 2
-					r2, ok := p.hex4()
-					if ok && r2 >= 0xdc00 && r2 <= 0xdfff {
-						b = utf8.AppendRune(b, utf16.DecodeRune(r, r2))
-						continue
-					}
-					p.i = save
-				}
-				return "", p.errf("lone UTF-16 surrogate \\u%04x", r)
-			}
-			b = utf8.AppendRune(b, r)
-		default:
-			return "", p.errf("invalid escape \\%c", e)
-		}
-	}
-	return "", p.errf("unterminated string")
-}
-
-func (p *pyParser) hex4() (rune, bool) {
-	if len(p.s)-p.i < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range p.s[p.i : p.i+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	p.i += 4
-	return r, true
+	p.i += n
+	return v, nil
 }

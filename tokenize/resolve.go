@@ -13,6 +13,7 @@ import (
 
 	"github.com/ktoloader/ktoloader/internal/hub"
 	"github.com/ktoloader/ktoloader/testdata"
+	"github.com/ktoloader/ktoloader/tokenize/bpe"
 )
 
 // The Hub client (cache layout, environment, downloads) lives in internal/hub, shared with
@@ -239,7 +240,7 @@ func (r *resolver) fromCache(repo hub.Repo) (t *Tokenizer, res Resolution, found
 // hasTokenizerFile reports whether dir holds a file Load(dir) would read (symlinks into
 // blobs/ followed; a dangling link does not count).
 func hasTokenizerFile(dir string) bool {
-	for _, name := range dirFiles {
+	for _, name := range bpe.DirFiles {
 		if hub.IsFile(filepath.Join(dir, name)) {
 			return true
 		}
@@ -251,7 +252,7 @@ func hasTokenizerFile(dir string) bool {
 // loads before it enters the cache, and stores it in the cache layout.
 func (r *resolver) download(repo hub.Repo) (*Tokenizer, Resolution, error) {
 	var last error
-	for _, file := range dirFiles {
+	for _, file := range bpe.DirFiles {
 		parse := LoadHFJSON
 		if file == "tokenizer.model" {
 			parse = LoadModelProto
@@ -278,7 +279,7 @@ func (r *resolver) download(repo hub.Repo) (*Tokenizer, Resolution, error) {
 			res.Notes = append(res.Notes, "downloaded tokenizer not stored in the cache: no cache folder (set HF_HUB_CACHE or HF_HOME)")
 		} else {
 			res.Path = f.Path
-			t.name = f.Path
+			t.SetName(f.Path)
 		}
 		return t, res, nil
 	}

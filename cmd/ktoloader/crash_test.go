@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ktoloader/ktoloader/internal/outdir"
 )
 
 // Crash safety (DESIGN.md "Output directory"): files are written under temporary names
@@ -137,7 +139,11 @@ func snapshot(t *testing.T, dir string) map[string]string {
 	return files
 }
 
-func isTemporary(rel string) bool { return strings.HasPrefix(pathBase(rel), ".tmp-") }
+// isTemporary: a temporary file, or the journal of a run that has not finished (which a
+// failed run must remove, and a killed one leaves for the next run to read).
+func isTemporary(rel string) bool {
+	return strings.HasPrefix(pathBase(rel), ".tmp-") || rel == outdir.JournalName
+}
 
 func pathBase(rel string) string { return rel[strings.LastIndexByte(rel, '/')+1:] }
 
@@ -148,7 +154,7 @@ func checkUnfinished(t *testing.T, out string, ref map[string]string) bool {
 	got := snapshot(t, out)
 	_, finished := got["manifest.json"]
 	for rel, sum := range got {
-		if isTemporary(rel) {
+		if isTemporary(rel) || rel == outdir.LockName { // the lock holds a killed run's pid
 			continue
 		}
 		want, ok := ref[rel]

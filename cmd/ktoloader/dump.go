@@ -52,26 +52,6 @@ usage error.`,
 	rootCmd.AddCommand(cmd)
 }
 
-// dumpFiles returns the manifest's shards of kind and split in order: Parquet, or Arrow when
-// the run wrote no Parquet.
-func dumpFiles(m *export.Manifest, kind, split string) []export.FileInfo {
-	var pq, ar []export.FileInfo
-	for _, fi := range m.Files { // sorted by path: shard order
-		if fi.Kind != kind || fi.Split != split {
-			continue
-		}
-		if fi.Format == export.FormatParquet {
-			pq = append(pq, fi)
-		} else {
-			ar = append(ar, fi)
-		}
-	}
-	if len(pq) > 0 {
-		return pq
-	}
-	return ar
-}
-
 func dumpSplit(w io.Writer, dir, kind, split string) error {
 	if !isShardKind(kind) {
 		return usagef("dump: --dir %q: want kto, kto_packed or sft", kind)
@@ -80,7 +60,7 @@ func dumpSplit(w io.Writer, dir, kind, split string) error {
 	if err != nil {
 		return err
 	}
-	files := dumpFiles(m, kind, split)
+	files := m.Shards(kind, split)
 	if len(files) == 0 {
 		return usagef("dump: %s lists no %s/%s shard (splits: %s)", dir, kind, split, strings.Join(splitsOf(m, kind), ", "))
 	}
@@ -123,7 +103,7 @@ func dumpAll(log io.Writer, dir, to string) error {
 	n := 0
 	for _, kind := range []string{export.KindKTO, export.KindKTOPacked, export.KindSFT} {
 		for _, split := range splitsOf(m, kind) {
-			for _, fi := range dumpFiles(m, kind, split) {
+			for _, fi := range m.Shards(kind, split) {
 				name := strings.TrimSuffix(path.Base(fi.Path), path.Ext(fi.Path)) + ".jsonl"
 				dst := filepath.Join(to, kind, name)
 				if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {

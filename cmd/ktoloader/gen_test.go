@@ -4,81 +4,30 @@ import (
 	"bytes"
 	"os"
 	"path/filepath"
-	"regexp"
 	"testing"
 
-	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/internal/gen"
 )
 
-// TestGen: gen is deterministic by seed, writes exactly --rows lines, and its rows have the
-// shapes it promises: every row valid but about 1 in 2,000, labels 1:1, all 12 behaviors,
-// tool calls with string arguments, ids of the wild shapes (some the template refuses).
+// TestGen: the command's flags: --rows and --seed reach the generator (its rows are
+// internal/gen's tests), --out writes the same bytes as stdout, --rows 0 writes nothing,
+// --rows -1 is a usage error.
 func TestGen(t *testing.T) {
-	code, a := runCLI(t, "gen", "--rows", "3000", "--seed", "7")
+	code, a := runCLI(t, "gen", "--rows", "300", "--seed", "7")
 	if code != 0 {
 		t.Fatalf("exit %d", code)
 	}
-	if _, b := runCLI(t, "gen", "--rows", "3000", "--seed", "7"); b != a {
-		t.Fatal("same seed, different output")
-	}
-	if _, c := runCLI(t, "gen", "--rows", "3000", "--seed", "8"); c == a {
-		t.Fatal("different seeds, same output")
-	}
-	if n := bytes.Count([]byte(a), []byte("\n")); n != 3000 {
-		t.Fatalf("%d lines, want 3000", n)
-	}
-	r, err := loader.NewReader(bytes.NewReader([]byte(a)), "gen", loader.Config{})
-	if err != nil {
+	var want bytes.Buffer
+	if err := gen.Write(&want, 300, 7); err != nil {
 		t.Fatal(err)
 	}
-	behaviors := map[string]bool{}
-	labels := map[bool]int{}
-	bad, calls, stringArgs, badIDs, withSystem := 0, 0, 0, 0, 0
-	for {
-		row, err := r.Read()
-		if err != nil {
-			if _, ok := err.(*loader.RowError); ok {
-				bad++
-				continue
-			}
-			break
-		}
-		behaviors[row.Behavior] = true
-		labels[row.Label]++
-		if row.Messages[0].Role == "system" {
-			withSystem++
-		}
-		for _, m := range row.Messages {
-			for _, tc := range m.ToolCalls {
-				calls++
-				if tc.ArgumentsWasString {
-					stringArgs++
-				}
-				if !regexp.MustCompile(`^[a-zA-Z0-9]{9}$`).MatchString(tc.ID) {
-					badIDs++
-				}
-			}
-		}
-	}
-	if bad > 10 {
-		t.Errorf("%d of 3000 rows rejected, want about 1.5", bad)
-	}
-	if len(behaviors) != 12 {
-		t.Errorf("%d behaviors, want 12: %v", len(behaviors), behaviors)
-	}
-	if d := labels[true] - labels[false]; d < -1-bad || d > 1+bad {
-		t.Errorf("labels %v, want 1:1", labels)
-	}
-	if calls < 1500 || stringArgs < calls*95/100 || badIDs < calls/4 || badIDs > calls*3/4 {
-		t.Errorf("%d tool calls, %d with string arguments, %d with ids the template refuses", calls, stringArgs, badIDs)
-	}
-	if withSystem < 2500 || withSystem > 2900 {
-		t.Errorf("%d of 3000 rows have a system prompt, want about 90%%", withSystem)
+	if a != want.String() {
+		t.Fatal("gen --rows 300 --seed 7 differs from gen.Write(300, 7)")
 	}
 
 	// --out writes the same bytes to a file; --rows 0 writes nothing.
 	p := filepath.Join(t.TempDir(), "g.jsonl")
-	if code, _ := runCLI(t, "gen", "--rows", "3000", "--seed", "7", "--out", p); code != 0 {
+	if code, _ := runCLI(t, "gen", "--rows", "300", "--seed", "7", "--out", p); code != 0 {
 		t.Fatalf("--out: exit %d", code)
 	}
 	if b, err := os.ReadFile(p); err != nil || string(b) != a {

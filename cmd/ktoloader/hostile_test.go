@@ -10,6 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ktoloader/ktoloader/internal/outdir"
 )
 
 // runCapture runs the CLI in-process like runCLI and also returns what it wrote to stderr
@@ -41,7 +43,7 @@ func noFinishedFiles(t *testing.T, out string, ref map[string]string) {
 	t.Helper()
 	for rel, sum := range snapshot(t, out) {
 		switch {
-		case isTemporary(rel):
+		case isTemporary(rel), rel == outdir.LockName:
 		case rel == "manifest.json":
 			t.Errorf("%s: a failed run left manifest.json", out)
 		case ref == nil || ref[rel] != sum:

@@ -123,8 +123,9 @@ func printSummary(w io.Writer, m *export.Manifest) {
 	t.Render()
 
 	t = newTable(w, "config", "value")
-	for _, k := range sortedKeys(m.Config) {
-		t.Append(k, fmt.Sprint(m.Config[k]))
+	cfg, _ := m.Config.Map() // fails only on a NaN fraction, which JSON cannot hold
+	for _, k := range sortedKeys(cfg) {
+		t.Append(k, fmt.Sprint(cfg[k]))
 	}
 	t.Render()
 

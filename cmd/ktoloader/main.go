@@ -1,12 +1,15 @@
 // Command ktoloader turns tool-calling chat data into training-ready KTO and SFT shards for
 // Mistral v0.3 and trains on them. Exit codes: 0 success, 1 the run failed, 2 usage error.
+//
+// It is the top layer and may import every package of this module; the commands are flag
+// wiring over internal/pipeline, export, export/report, kto/train and the helpers.
 package main
 
 import (
 	"errors"
 	"fmt"
 	"os"
-	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 )
@@ -16,6 +19,10 @@ type usageError struct{ err error }
 
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
+
+// UsageError is what exitCode looks for in an error chain: other packages' usage errors
+// (internal/outdir's refusals) implement it too.
+func (usageError) UsageError() bool { return true }
 
 // usagef returns a usage error (exit code 2).
 func usagef(format string, args ...any) error {
@@ -32,6 +39,14 @@ KTO and SFT shards (Parquet, Arrow) with a manifest that TRL and the GomlX train
 Exit codes: 0 success, 1 the run failed, 2 usage error.`,
 	SilenceUsage:  true,
 	SilenceErrors: true,
+	// With Args set, cobra hands an unknown subcommand here instead of making its own error.
+	Args: func(cmd *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return usagef("unknown command %q for %q", args[0], cmd.CommandPath())
+		}
+		return nil
+	},
+	RunE: func(cmd *cobra.Command, _ []string) error { return cmd.Help() },
 }
 
 func init() {
@@ -42,29 +57,41 @@ func main() {
 	os.Exit(run(os.Args[1:]))
 }
 
+var wrapOnce sync.Once
+
 // run executes the CLI with args and returns the process exit code.
 func run(args []string) int {
+	wrapOnce.Do(func() { wrapArgs(rootCmd) })
 	rootCmd.SetArgs(expandOptionalValues(args))
 	err := rootCmd.Execute()
 	if err == nil {
 		return 0
 	}
 	fmt.Fprintln(os.Stderr, "ktoloader:", err)
-	var ue usageError
-	if errors.As(err, &ue) || isCobraUsage(err) {
+	return exitCode(err)
+}
+
+// exitCode is 2 for an error chain that holds a usage error, else 1.
+func exitCode(err error) int {
+	var u interface{ UsageError() bool }
+	if errors.As(err, &u) && u.UsageError() {
 		return 2
 	}
 	return 1
 }
 
-// isCobraUsage recognises cobra's own argument errors (unknown command, wrong arg count),
-// which it does not route through the flag error func.
-func isCobraUsage(err error) bool {
-	msg := err.Error()
-	for _, p := range []string{"unknown command", "accepts ", "requires at least", "requires at most", "unknown flag", "unknown shorthand"} {
-		if strings.Contains(msg, p) {
-			return true
+// wrapArgs makes every command's argument check (cobra.NoArgs, ExactArgs, …) return a
+// usage error, so exit codes come from error types and never from matching messages.
+func wrapArgs(c *cobra.Command) {
+	if check := c.Args; check != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := check(cmd, args); err != nil {
+				return usageError{err}
+			}
+			return nil
 		}
 	}
-	return false
+	for _, sub := range c.Commands() {
+		wrapArgs(sub)
+	}
 }

@@ -3,12 +3,12 @@ package main
 import (
 	"errors"
 	"fmt"
-	"os"
 	"path/filepath"
 
 	"github.com/spf13/cobra"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 )
 
@@ -46,7 +46,12 @@ inputs that are not the shards of one run).`,
 			if out == "" {
 				return usagef("--out is required")
 			}
-			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly})
+			d, err := outdir.Open(out, outdir.Options{Force: force})
+			if err != nil {
+				return err
+			}
+			defer d.Close() // held through verification
+			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly, Dir: d})
 			if err != nil {
 				if errors.Is(err, pipeline.ErrNotShards) || errors.Is(err, export.ErrOutputExists) ||
 					errors.Is(err, export.ErrNoManifest) {
@@ -54,6 +59,7 @@ inputs that are not the shards of one run).`,
 				}
 				return err
 			}
+			printWarnings(cmd.ErrOrStderr(), m.Warnings)
 			w := cmd.OutOrStdout()
 			verdict := "not verified (--no-verify)"
 			if !noVerify {
@@ -65,7 +71,9 @@ inputs that are not the shards of one run).`,
 					err = fmt.Errorf("the merged output fails verification: %d violations", len(rep.Violations)+rep.Omitted)
 				}
 				if err != nil {
-					os.Remove(filepath.Join(out, export.ManifestName))
+					if rerr := d.RemoveRun(m); rerr != nil {
+						err = fmt.Errorf("%w (and removing the failed output: %v)", err, rerr)
+					}
 					return err
 				}
 				verdict = fmt.Sprintf("verified %d files, %d rows", rep.Files, rep.Rows)

@@ -20,9 +20,11 @@ import (
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/export/report"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
+	"github.com/ktoloader/ktoloader/testdata"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -84,6 +86,7 @@ type prepFlags struct {
 	numShards     int
 	memLimit      string
 	partitionSize int
+	allowDup      bool
 }
 
 func init() {
@@ -111,12 +114,13 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	f.tok.register(cmd)
 	fl := cmd.Flags()
 	fl.StringVarP(&f.out, "out", "o", "shards", "output directory")
-	fl.BoolVar(&f.force, "force", false, "overwrite a directory that holds a finished run")
+	fl.BoolVar(&f.force, "force", false, "replace a finished run of other inputs or flags in --out (an identical re-run replaces its own without); deletes only what that run's manifest lists")
+	fl.BoolVar(&f.allowDup, "allow-duplicate-inputs", false, "accept one file given twice as input (its rows are then written twice)")
 	fl.StringVar(&f.format, "format", "parquet", "shard format: parquet, arrow or both")
 	fl.Int64Var(&f.shardRows, "shard-rows", 0, "start a new shard after this many rows (0: no limit)")
 	fl.Int64Var(&f.shardMB, "shard-bytes", 256<<20, "start a new shard before this many (approximate, uncompressed) bytes (0: no limit)")
 	fl.IntVar(&f.workers, "workers", runtime.NumCPU(), "tokenizing goroutines (never changes the output)")
-	fl.Int64Var(&f.seed, "seed", 42, "seed for the split, the example order and the batch order")
+	fl.Int64Var(&f.seed, "seed", kto.DefaultSeed, "seed for the split, the example order and the batch order")
 	fl.Float64Var(&f.testFrac, "test-frac", 0, "fraction of each behavior×label stratum held out as test, by whole prompt groups")
 	fl.IntVar(&f.batch, "kto-batch-size", kto.DefaultBatchSize, "KTO batch size: TRL's per_device_train_batch_size must equal it")
 	fl.IntVar(&f.maxLen, "max-len", kto.DefaultMaxLen, "packed row length and the limit on prompt+completion tokens")
@@ -165,8 +169,14 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if err != nil {
 		return usageError{err}
 	}
-	kc := kto.Config{BatchSize: f.batch, MaxLen: f.maxLen, TestFrac: f.testFrac, Seed: f.seed,
-		Truncate: f.truncate, SFTLoss: f.sftLoss, DropLast: f.dropLast}
+	echo := export.RunConfig{
+		Format: f.format, ShardRows: f.shardRows, ShardBytes: f.shardMB, Seed: f.seed,
+		TestFrac: f.testFrac, KTOBatchSize: f.batch, MaxLen: f.maxLen, Truncate: f.truncate,
+		SFTLoss: f.sftLoss, DropLast: f.dropLast, Tools: f.toolsFile, AssistantTextWithTools: f.textTools,
+		MaxLineBytes: f.in.maxLineBytes, MissingLabel: f.in.missingLabel, Strict: f.in.strict,
+		MaxRejectFrac: f.maxReject, PartitionSize: f.partitionSize,
+	}
+	kc := echo.KTO()
 	if err := kc.Validate(); err != nil {
 		return usageError{err}
 	}
@@ -181,36 +191,65 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 	if err := ropt.Validate(); err != nil {
 		return usageError{err}
 	}
+	// Inputs first, then the output directory (locked, checked, nothing deleted yet), then
+	// the tokenizer, which may download: a run that is refused is refused at once.
+	names := f.in.names()
+	notFile := func(n string) bool { return n == "-" || n == testdata.SampleName }
+	if err := outdir.CheckInputs(names, f.allowDup, notFile); err != nil {
+		return err
+	}
+	var paths []string
+	var inputs []pipeline.Input
+	for _, name := range names {
+		name := name
+		in := pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }}
+		if !notFile(name) {
+			in.Path = name
+			paths = append(paths, name)
+		}
+		inputs = append(inputs, in)
+	}
+	if f.toolsFile != "" {
+		paths = append(paths, f.toolsFile)
+	}
+	d, err := outdir.Open(f.out, outdir.Options{Inputs: paths, Force: f.force})
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if f.rejects != "" {
+		if err := d.CheckOutput("--rejects", f.rejects, outdir.OutputRejects); err != nil {
+			return err
+		}
+	}
+	if f.report != "" && f.report != "-" {
+		if err := d.CheckOutput("--report", f.report, outdir.OutputReport); err != nil {
+			return err
+		}
+		if f.rejects != "" && sameOutput(f.rejects, f.report) {
+			return usagef("--rejects %s and --report %s are one file", f.rejects, f.report)
+		}
+	}
+	cfg := pipeline.Config{
+		Inputs: inputs, Loader: lcfg, Render: ropt, KTO: kc, Out: f.out, Force: f.force, Dir: d,
+		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
+		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
+		NumShards: f.numShards, ShardIndex: f.shard, PartitionSize: f.partitionSize,
+	}
+	if d.Prev != nil && !f.force && !pipeline.SameRun(d.Prev, cfg) {
+		return usageError{fmt.Errorf("%s: %w (it was made from other inputs or flags; an identical re-run replaces it without --force)", f.out, export.ErrOutputExists)}
+	}
 	stderr := cmd.ErrOrStderr()
 	tok, res, err := f.tok.resolve(stderr)
 	if err != nil {
 		return err
 	}
-
-	var inputs []pipeline.Input
-	for _, name := range f.in.names() {
-		name := name
-		inputs = append(inputs, pipeline.Input{Name: name, Open: func(c loader.Config) (*loader.Reader, error) { return openInput(name, c) }})
-	}
-	echo := map[string]any{
-		"format": f.format, "shard_rows": f.shardRows, "shard_bytes": f.shardMB, "seed": f.seed,
-		"test_frac": f.testFrac, "kto_batch_size": f.batch, "max_len": f.maxLen, "truncate": f.truncate,
-		"sft_loss": f.sftLoss, "drop_last": f.dropLast, "tools": f.toolsFile, "assistant_text_with_tools": f.textTools,
-		"max_line_bytes": f.in.maxLineBytes, "missing_label": f.in.missingLabel, "strict": f.in.strict,
-		"max_reject_frac": f.maxReject, "partition_size": f.partitionSize,
-	}
+	cfg.Tokenizer, cfg.TokKind, cfg.TokSource, cfg.TokDemo = tok, res.Kind, res.Source, res.Demo
 	var bar *progressbar.ProgressBar
 	if !f.noBar && term.IsTerminal(int(os.Stderr.Fd())) {
 		bar = progressbar.NewOptions64(-1, progressbar.OptionSetWriter(stderr), progressbar.OptionSetDescription("rows"),
 			progressbar.OptionShowCount(), progressbar.OptionShowIts(), progressbar.OptionSetItsString("rows"),
 			progressbar.OptionThrottle(200_000_000), progressbar.OptionClearOnFinish())
-	}
-	cfg := pipeline.Config{
-		Inputs: inputs, Loader: lcfg, Tokenizer: tok, TokKind: res.Kind, TokSource: res.Source, TokDemo: res.Demo,
-		Render: ropt, KTO: kc, Out: f.out, Force: f.force,
-		Writer:  export.WriterOptions{Format: format, ShardRows: f.shardRows, ShardBytes: f.shardMB},
-		Rejects: f.rejects, Workers: f.workers, Strict: f.in.strict, MaxReject: f.maxReject, ConfigEcho: echo,
-		NumShards: f.numShards, ShardIndex: f.shard, PartitionSize: f.partitionSize,
 	}
 	if bar != nil {
 		cfg.Progress = func(n int64) {
@@ -245,6 +284,7 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 		}
 		return err
 	}
+	printWarnings(stderr, m.Warnings)
 	if f.report != "" {
 		path := f.report
 		if path == "-" {
@@ -360,6 +400,18 @@ func parseBytes(s string) (int64, error) {
 		return 0, err
 	}
 	return n * mult, nil
+}
+
+// sameOutput reports whether two output paths name one file (existing or not).
+func sameOutput(a, b string) bool {
+	if fa, err := os.Stat(a); err == nil {
+		if fb, err := os.Stat(b); err == nil {
+			return os.SameFile(fa, fb)
+		}
+	}
+	aa, _ := filepath.Abs(a)
+	bb, _ := filepath.Abs(b)
+	return aa == bb
 }
 
 func writeHeapProfile(path string) error {

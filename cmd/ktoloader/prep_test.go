@@ -48,9 +48,9 @@ func TestPrepCLI(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(out, "manifest.json")); err != nil {
 		t.Fatal(err)
 	}
-	// A finished directory needs --force: a usage error.
+	// A finished run of other inputs and flags needs --force: a usage error.
 	if code, _ := runCLI(t, "prep", "--offline", "--out", out, "--no-progress"); code != 2 {
-		t.Errorf("rerun without --force: exit %d, want 2", code)
+		t.Errorf("another run without --force: exit %d, want 2", code)
 	}
 	// --strict stops at the first bad row: a failure.
 	if code, _ := runCLI(t, "prep", "--offline", "--out", filepath.Join(dir, "s"), "--no-progress", "--strict",

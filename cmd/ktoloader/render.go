@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 
 	"github.com/spf13/cobra"
 
@@ -133,7 +132,7 @@ func runRender(stdout io.Writer, f *renderFlags) error {
 	enc.SetEscapeHTML(false)
 	writeErr := func(re *loader.RowError) error {
 		var l renderErrorLine
-		l.Source, l.Error.Field, l.Error.Reason = re.File+":"+strconv.FormatInt(re.Line, 10), re.Field, re.Reason()
+		l.Source, l.Error.Field, l.Error.Reason = loader.FormatSource(re.File, re.Line), re.Field, re.Reason()
 		return enc.Encode(&l)
 	}
 	lcfg, err := f.in.config()

@@ -9,7 +9,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/export/report"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 )
 
 type reportFlags struct {
@@ -72,6 +74,10 @@ func runReport(w io.Writer, dir string, f *reportFlags) error {
 	htmlPath := f.html
 	if htmlPath == "" {
 		htmlPath = filepath.Join(dir, "report.html")
+	}
+	inputs := append([]string{filepath.Join(dir, export.ManifestName)}, f.inputs...)
+	if err := outdir.CheckFile("--html", htmlPath, inputs, outdir.IsReport); err != nil {
+		return err
 	}
 	r, err := report.Write(dir, htmlPath, opt)
 	if errors.Is(err, report.ErrInputs) || errors.Is(err, report.ErrSchemaFile) {

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"path/filepath"
 
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/internal/hub"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto/train"
 )
 
@@ -38,6 +41,24 @@ a config.json for random weights from --seed, or tiny). Output: --out FILE write
 			}
 			if seed <= 0 {
 				return usagef("score: --seed must be > 0")
+			}
+			lock, err := outdir.LockShared(o.DataDir) // as train: no prep replaces the data meanwhile
+			if err != nil {
+				return err
+			}
+			defer lock.Release()
+			if out != "" {
+				// Never over the data it reads (a shard, the manifest); another existing
+				// file is a previous score's, replaced atomically.
+				data := []string{filepath.Join(o.DataDir, export.ManifestName)}
+				if m, err := export.ReadManifest(o.DataDir); err == nil {
+					for _, f := range m.Files {
+						data = append(data, filepath.Join(o.DataDir, filepath.FromSlash(f.Path)))
+					}
+				}
+				if err := outdir.CheckFile("--out", out, data, func(string) bool { return true }); err != nil {
+					return err
+				}
 			}
 			o.Split, o.Seed = train.Split(split), uint64(seed)
 			o.OnStatus = func(s string) { fmt.Fprintln(cmd.ErrOrStderr(), "score:", s) }

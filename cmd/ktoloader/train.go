@@ -19,6 +19,8 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/ktoloader/ktoloader/internal/outdir"
+	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/kto/train"
 )
 
@@ -96,8 +98,8 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.StringVar(&o.Model, "model", train.TinyPreset, `"tiny", a Hugging Face model directory (config.json + safetensors; config.json alone: random weights), a config.json, or a repo id org/name[@rev]`)
 	fl.BoolVar(&f.plan, "plan", false, "print the memory plan (weights, adapter, optimizer, activations, logits) for --model and these flags, and a micro-batch/recompute setting that fits --gpu-memory; loads no weights, needs no --data")
 	fl.StringVar(&f.gpuMemory, "gpu-memory", "80GB", "device memory the plan must fit (e.g. 80GB, 141GiB)")
-	fl.IntVar(&f.planMaxLen, "plan-max-len", 2048, "row length for --plan (with --data: the manifest's)")
-	fl.IntVar(&f.planBatch, "plan-batch-size", 8, "KTO batch for --plan (with --data: the manifest's)")
+	fl.IntVar(&f.planMaxLen, "plan-max-len", kto.DefaultMaxLen, "row length for --plan (with --data: the manifest's)")
+	fl.IntVar(&f.planBatch, "plan-batch-size", kto.DefaultBatchSize, "KTO batch for --plan (with --data: the manifest's)")
 	fl.BoolVar(&o.Offline, "offline", false, "never download a repo id's files (also HF_HUB_OFFLINE=1)")
 	fl.StringVar(&o.DType, "dtype", train.DTypeFloat32, `"float32" or "bfloat16": frozen weights and matrix products (trainable weights, optimizer, norms and loss stay float32)`)
 	fl.IntVar(&o.LoRA.Rank, "lora-r", 0, "LoRA rank (0: full fine-tuning)")
@@ -181,6 +183,13 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		return err
 	}
 	defer restore()
+	// Shared: trains on one data set may run together (their ref_logps/ cache writes are
+	// atomic and checked by sha256), but no prep or merge replaces the data under them.
+	lock, err := outdir.LockShared(o.DataDir)
+	if err != nil {
+		return err
+	}
+	defer lock.Release()
 	stdout, stderr := cmd.OutOrStdout(), cmd.ErrOrStderr()
 
 	var logW *bufio.Writer

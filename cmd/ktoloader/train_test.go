@@ -12,6 +12,7 @@ import (
 	"github.com/parquet-go/parquet-go"
 	"github.com/spf13/pflag"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
 
@@ -68,12 +69,22 @@ func writeTrainData(t *testing.T) string {
 			rows = append(rows, row)
 		}
 	}
-	if err := parquet.WriteFile(filepath.Join(dir, "kto_packed", "train-00000-of-00001.parquet"), rows); err != nil {
+	shard := filepath.Join(dir, "kto_packed", "train-00000-of-00001.parquet")
+	if err := parquet.WriteFile(shard, rows); err != nil {
 		t.Fatal(err)
 	}
-	manifest := `{"config": {"max_len": 16, "kto_batch_size": 2}, "tokenizer": {"vocab_size": 20},
-		"kto": {"desirable_weight": 1.0, "undesirable_weight": 1.0}}`
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(manifest), 0o644); err != nil {
+	// The manifest lists the shard with its sha256: train reads only what it vouches for.
+	m := export.NewManifest()
+	m.Config.MaxLen, m.Config.KTOBatchSize = 16, 2
+	m.Tokenizer.VocabSize = 20
+	m.KTO.DesirableWeight, m.KTO.UndesirableWeight = 1, 1
+	size, sum, err := export.FileSHA256(shard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.Files = append(m.Files, export.FileInfo{Path: "kto_packed/train-00000-of-00001.parquet", Format: export.FormatParquet,
+		Kind: export.KindKTOPacked, Split: "train", Rows: int64(len(rows)), Bytes: size, SHA256: sum})
+	if err := export.WriteManifest(dir, m); err != nil {
 		t.Fatal(err)
 	}
 	return dir

@@ -10,6 +10,7 @@ import (
 	"github.com/olekukonko/tablewriter"
 	"github.com/spf13/cobra"
 
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 	"github.com/ktoloader/ktoloader/internal/rowpath"
 	"github.com/ktoloader/ktoloader/loader"
@@ -53,6 +54,11 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 			rp, err := rowpath.New(rowpath.Config{Loader: lcfg, Render: opt})
 			if err != nil {
 				return err
+			}
+			if rejects != "" {
+				if err := outdir.CheckFile("--rejects", rejects, in.names(), outdir.IsRejectsFile); err != nil {
+					return err
+				}
 			}
 			rw, err := pipeline.NewRejects(rejects)
 			if err != nil {

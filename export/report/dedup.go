@@ -1,10 +1,11 @@
 package report
 
 import (
-	"hash/fnv"
 	"math/bits"
 	"strings"
 	"unicode"
+
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 )
 
 // Near-duplicate detection: MinHash over character 5-grams of normalized text, with
@@ -69,16 +70,6 @@ func normalize(s string) string {
 	return b.String()
 }
 
-// mix64 is SplitMix64's finalizer: a bijection that spreads every input bit over the output.
-func mix64(x uint64) uint64 {
-	x ^= x >> 30
-	x *= 0xbf58476d1ce4e5b9
-	x ^= x >> 27
-	x *= 0x94d049bb133111eb
-	x ^= x >> 31
-	return x
-}
-
 // minhash computes the signature of normalized text.
 func minhash(text string, sig *signature) {
 	const empty = ^uint32(0)
@@ -92,12 +83,11 @@ func minhash(text string, sig *signature) {
 	}
 	for i := 0; i < n; i++ {
 		end := min(i+shingleRunes, len(runes))
-		var h uint64 = 14695981039346656037 // FNV-1a over the runes
+		var h uint64 = stablehash.FNVOffset // FNV-1a over the runes (a rune per step, not its bytes)
 		for _, r := range runes[i:end] {
-			h ^= uint64(r)
-			h *= 1099511628211
+			h = (h ^ uint64(r)) * stablehash.FNVPrime
 		}
-		h = mix64(h)
+		h = stablehash.Mix(h)
 		bucket := h % sigLen
 		if v := uint32(h >> 32); v < sig[bucket] {
 			sig[bucket] = v
@@ -113,7 +103,7 @@ func minhash(text string, sig *signature) {
 		}
 		for d := 1; d < sigLen; d++ {
 			if v := orig[(i+d)%sigLen]; v != empty {
-				sig[i] = uint32(mix64(uint64(v)<<8 | uint64(d)))
+				sig[i] = uint32(stablehash.Mix(uint64(v)<<8 | uint64(d)))
 				break
 			}
 		}
@@ -135,7 +125,7 @@ func similarity(a, b *signature) float64 {
 func bandKey(sig *signature, k int) uint64 {
 	h := uint64(k) + 1
 	for _, v := range sig[k*bandRows : (k+1)*bandRows] {
-		h = mix64(h ^ uint64(v))
+		h = stablehash.Mix(h ^ uint64(v))
 	}
 	return h
 }
@@ -199,16 +189,12 @@ func (x *lshIndex) query(text string, found func(i int32, sim float64, identical
 // hashString is FNV-1a 64, finalized: an equality key for texts. Collisions among n texts
 // are about n²/2⁶⁵ likely; the report only counts equalities, never orders by hash.
 func hashString(s string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(s))
-	return mix64(h.Sum64())
+	return stablehash.Mix(stablehash.FNVString(stablehash.FNVOffset, s))
 }
 
 // hashPair keys a (prompt, completion) pair; the prompt's length keeps "ab"+"c" and "a"+"bc"
 // apart.
 func hashPair(prompt, completion string) uint64 {
-	h := fnv.New64a()
-	h.Write([]byte(prompt))
-	h.Write([]byte(completion))
-	return mix64(h.Sum64() ^ bits.RotateLeft64(uint64(len(prompt)), 17))
+	h := stablehash.FNVString(stablehash.FNVString(stablehash.FNVOffset, prompt), completion)
+	return stablehash.Mix(h ^ bits.RotateLeft64(uint64(len(prompt)), 17))
 }

@@ -112,6 +112,9 @@ func (s *scanner) findings() {
 		uses  int64
 		label string
 	}{{onlyU, usesU, "undesirable"}, {onlyD, usesD, "desirable"}} {
+		if len(o.names) == 0 || r.ShortcutsSkipped != "" { // with one label every tool is "only" in it
+			continue
+		}
 		if len(o.names) == 0 {
 			continue
 		}

@@ -2,6 +2,7 @@ package report
 
 import (
 	"cmp"
+	"fmt"
 	"slices"
 	"strings"
 
@@ -17,6 +18,13 @@ const (
 
 // finish turns the passes' counts into the report and fetches the examples it shows.
 func (s *scanner) finish() error {
+	s.rep.Warnings = s.m.Warnings
+	if s.rep.Warnings == nil {
+		s.rep.Warnings = export.ComputeWarnings(s.m)
+	}
+	if s.rep.Warnings == nil {
+		s.rep.Warnings = []export.Warning{}
+	}
 	s.counts()
 	s.lengths()
 	s.shortcuts()
@@ -105,6 +113,18 @@ func (s *scanner) lengths() {
 }
 
 func (s *scanner) shortcuts() {
+	if l := s.rep.Counts.Labels; l.Desirable == 0 || l.Undesirable == 0 {
+		which := "desirable"
+		if l.Desirable == 0 {
+			which = "undesirable"
+		}
+		if l.Desirable+l.Undesirable == 0 {
+			s.rep.ShortcutsSkipped = "skipped: no examples"
+		} else {
+			s.rep.ShortcutsSkipped = fmt.Sprintf("skipped: every example is %s, so no feature can predict the label (any rule is right for all rows)", which)
+		}
+		return
+	}
 	for _, f := range []*feature{s.fCalls, s.fText, s.fNCalls, s.fCLen, s.fPLen, s.fUnknownTool, s.fMissing, s.fUnknownParam, s.fSystem, s.fTurns} {
 		if f == nil {
 			continue

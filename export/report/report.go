@@ -28,6 +28,8 @@
 //
 // Memory: shards and inputs are streamed; per example the report keeps about 40 bytes
 // (hashes, lengths, label, behavior), plus a MinHash signature per test example.
+//
+// It may import export, kto, tokenize, loader and testdata; only cmd/ktoloader imports it.
 package report
 
 import (
@@ -68,6 +70,9 @@ type Report struct {
 	Truncate  string               `json:"truncate"`
 	TestFrac  float64              `json:"test_frac"`
 	Inputs    []InputStatus        `json:"inputs"`
+	// Warnings are the manifest's (export.ComputeWarnings for manifests written before
+	// they existed): shown first.
+	Warnings []export.Warning `json:"warnings"`
 	// Findings are the report's conclusions, most serious first: what to look at.
 	Findings []Finding       `json:"findings"`
 	Counts   CountsReport    `json:"counts"`
@@ -80,7 +85,10 @@ type Report struct {
 	// Shortcuts are sorted strongest first; ToolShortcuts are "the answer calls tool X" for
 	// every tool name used.
 	Shortcuts []Shortcut `json:"shortcuts"`
-	Tools     []ToolUse  `json:"tools"`
+	// ShortcutsSkipped says why Shortcuts is empty when the data has a single label: a
+	// feature cannot predict a label that never varies.
+	ShortcutsSkipped string    `json:"shortcuts_skipped,omitempty"`
+	Tools            []ToolUse `json:"tools"`
 }
 
 // Finding levels.

@@ -49,8 +49,8 @@ func prepSample(t *testing.T, extra ...pipeline.Input) string {
 		Inputs: inputs, Loader: loader.Config{MaxLineBytes: 4096},
 		Tokenizer: tok, TokKind: tokenize.KindDemo, TokSource: testdata.DemoTokenizerName, TokDemo: true,
 		KTO: kc, Out: dir, Workers: 2,
-		ConfigEcho: map[string]any{"max_len": testMaxLen, "kto_batch_size": 8, "test_frac": 0.2, "seed": 42,
-			"truncate": kto.TruncateReject, "max_line_bytes": 4096},
+		ConfigEcho: export.RunConfig{MaxLen: testMaxLen, KTOBatchSize: 8, TestFrac: 0.2, Seed: 42,
+			Truncate: kto.TruncateReject, MaxLineBytes: 4096},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -299,7 +299,7 @@ func TestReportSample(t *testing.T) {
 		var want export.LabelCounts
 		for _, rr := range rows {
 			if len(rr.calls) > 0 {
-				addLabel(&want, rr.label)
+				want.Add(rr.label)
 			}
 		}
 		if r.Answers.ToolCalls != want {
@@ -350,7 +350,7 @@ func TestReportSample(t *testing.T) {
 				c   *export.LabelCounts
 			}{{u, &unknown}, {mi, &missing}, {up, &unknownParam}} {
 				if x.hit {
-					addLabel(x.c, rr.label)
+					x.c.Add(rr.label)
 				}
 			}
 		}

@@ -2,7 +2,6 @@ package report
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -12,13 +11,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
-	"github.com/ktoloader/ktoloader/testdata"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -76,15 +73,9 @@ type scanner struct {
 func newScanner(dir string, m *export.Manifest, opt Options, schemas Schemas) *scanner {
 	maxLen := m.Packing.MaxLen
 	if maxLen <= 0 {
-		if v, ok := m.ConfigInt("max_len"); ok {
-			maxLen = int(v)
-		}
+		maxLen = m.Config.MaxLen
 	}
-	truncate, _ := m.ConfigString("truncate")
-	var testFrac float64
-	if v, ok := m.Config["test_frac"].(json.Number); ok {
-		testFrac, _ = v.Float64()
-	}
+	truncate, testFrac := m.Config.Truncate, m.Config.TestFrac
 	s := &scanner{
 		dir: dir, m: m, opt: opt, schemas: schemas, maxLen: maxLen,
 		rep: &Report{Dir: dir, Tokenizer: m.Tokenizer, MaxLen: maxLen, Truncate: truncate, TestFrac: testFrac,
@@ -201,13 +192,9 @@ func (s *scanner) behavior(name string) int32 {
 
 // rawKeyOf maps a "file:line" source to its input row, when the file is a manifest input.
 func (s *scanner) rawKeyOf(source string) uint64 {
-	i := strings.LastIndexByte(source, ':')
-	if i < 0 {
-		return noRaw
-	}
-	in, ok := s.inputIdx[source[:i]]
-	line, err := strconv.ParseInt(source[i+1:], 10, 64)
-	if !ok || err != nil || line < 0 {
+	file, line, ok := loader.ParseSource(source)
+	in, found := s.inputIdx[file]
+	if !ok || !found || line < 0 {
 		return noRaw
 	}
 	return rawKey(in, line)
@@ -257,19 +244,19 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 	}
 
 	ans := &s.rep.Answers
-	addLabel(&ans.Rows, label)
+	ans.Rows.Add(label)
 	calls := slices.Contains(row.CompletionIDs, tokenize.ToolCallsID)
 	var a answer
 	if calls {
 		if a = parseAnswer(row.Completion); !a.parsed {
 			ans.Unparsed++
 		}
-		addLabel(&ans.ToolCalls, label)
+		ans.ToolCalls.Add(label)
 		if a.toolText {
-			addLabel(&ans.TextAndTool, label)
+			ans.TextAndTool.Add(label)
 		}
 	} else {
-		addLabel(&ans.TextOnly, label)
+		ans.TextOnly.Add(label)
 	}
 	s.fCalls.addBool(calls, label, b)
 	s.fText.addBool(a.toolText, label, b)
@@ -289,22 +276,22 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 			c = &export.LabelCounts{}
 			s.tools[n] = c
 		}
-		addLabel(c, label)
+		c.Add(label)
 	}
 	if s.schemas == nil {
 		return
 	}
 	sr := s.schemaReport()
-	addLabel(&sr.Rows, label)
+	sr.Rows.Add(label)
 	if len(a.calls) > 0 {
-		addLabel(&sr.WithCalls, label)
+		sr.WithCalls.Add(label)
 	}
 	var probs []problemKey
 	for _, c := range a.calls {
-		addLabel(&sr.Calls, label)
+		sr.Calls.Add(label)
 		for _, p := range s.schemas.check(c) {
 			if p.kind == ProblemUnknownTool {
-				addLabel(&sr.UnknownToolCalls, label)
+				sr.UnknownToolCalls.Add(label)
 			}
 			if !slices.Contains(probs, p) {
 				probs = append(probs, p)
@@ -320,7 +307,7 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 				c = &export.LabelCounts{}
 				s.unknownTools[p.tool] = c
 			}
-			addLabel(c, label)
+			c.Add(label)
 			continue
 		}
 		c := s.problems[p]
@@ -328,16 +315,16 @@ func (s *scanner) addRow(row *kto.KTORow, test bool) {
 			c = &export.LabelCounts{}
 			s.problems[p] = c
 		}
-		addLabel(c, label)
+		c.Add(label)
 	}
 	for kind, c := range map[string]*export.LabelCounts{ProblemUnknownTool: &sr.UnknownTool,
 		ProblemMissingParam: &sr.MissingRequired, ProblemUnknownParam: &sr.UnknownParam, ProblemBadArguments: &sr.BadArguments} {
 		if kinds[kind] {
-			addLabel(c, label)
+			c.Add(label)
 		}
 	}
 	if len(probs) > 0 {
-		addLabel(&sr.AnyProblem, label)
+		sr.AnyProblem.Add(label)
 	}
 	s.fUnknownTool.addBool(kinds[ProblemUnknownTool], label, b)
 	s.fMissing.addBool(kinds[ProblemMissingParam], label, b)
@@ -413,7 +400,7 @@ func (s *scanner) scanRejects() error {
 			}
 			rs.Rows++
 			if len(rs.Examples) < s.opt.examples() {
-				rs.Examples = append(rs.Examples, RejectExample{Source: r.File + ":" + strconv.FormatInt(r.Line, 10),
+				rs.Examples = append(rs.Examples, RejectExample{Source: loader.FormatSource(r.File, r.Line),
 					Field: r.Field, Detail: r.Detail, Raw: cutHead(r.Raw, 600)})
 			}
 		}
@@ -445,197 +432,6 @@ func (s *scanner) scanRejects() error {
 		return strings.Compare(a.Reason, b.Reason)
 	})
 	return nil
-}
-
-// rawInput is how one manifest input is re-read.
-type rawInput struct {
-	open func(loader.Config) (*loader.Reader, error)
-}
-
-func (s *scanner) resolveInputs() []rawInput {
-	out := make([]rawInput, len(s.m.Inputs))
-	s.rep.Inputs = make([]InputStatus, len(s.m.Inputs))
-	for i, in := range s.m.Inputs {
-		st := &s.rep.Inputs[i]
-		st.Name = in.Name
-		path := in.Name
-		if len(s.opt.Inputs) > 0 {
-			path = s.opt.Inputs[i]
-		}
-		switch {
-		case path == testdata.SampleName:
-			st.Path, st.Found = path, true
-			out[i].open = func(c loader.Config) (*loader.Reader, error) {
-				return loader.NewReader(bytes.NewReader(testdata.SampleJSONL), testdata.SampleName, c)
-			}
-		case path == "-":
-			st.Note = "read from stdin by prep: pass the file with --input to use it"
-		default:
-			fi, err := os.Stat(path)
-			if err != nil || fi.IsDir() {
-				st.Path = path
-				st.Note = "not found from the current directory: pass it with --input"
-				continue
-			}
-			st.Path, st.Found = path, true
-			out[i].open = func(c loader.Config) (*loader.Reader, error) { return loader.Open(path, c) }
-		}
-	}
-	return out
-}
-
-// eachRaw streams the found inputs, calling fn for every valid row that is a kto/ row. The
-// first call records the inputs' status.
-func (s *scanner) eachRaw(inputs []rawInput, record bool, fn func(ord int32, row *loader.Row)) {
-	cfg := loader.Config{MissingLabel: new(bool)} // the shards have the labels; rows without one still match
-	if v, ok := s.m.ConfigInt("max_line_bytes"); ok && v > 0 && v <= math.MaxInt32 {
-		cfg.MaxLineBytes = int(v)
-	}
-	for i, in := range inputs {
-		if in.open == nil {
-			continue
-		}
-		st := &s.rep.Inputs[i]
-		r, err := in.open(cfg)
-		if err != nil {
-			if record {
-				st.Found, st.Note = false, err.Error()
-			}
-			continue
-		}
-		for {
-			row, err := r.Read()
-			if errors.Is(err, io.EOF) {
-				if record {
-					sum, _ := r.Digest()
-					st.SHA256OK = sum == s.m.Inputs[i].SHA256
-					if !st.SHA256OK && st.Note == "" {
-						st.Note = "its sha256 differs from the manifest's: the file changed since prep, raw features may not match the shards"
-					}
-				}
-				break
-			}
-			var re *loader.RowError
-			if errors.As(err, &re) {
-				continue
-			}
-			if err != nil {
-				if record {
-					st.Note = fmt.Sprintf("read error after %d rows: %v", st.Rows, err)
-				}
-				break
-			}
-			if record {
-				st.Rows++
-			}
-			ord, ok := s.byRaw[rawKey(i, row.Line)]
-			if !ok {
-				continue
-			}
-			if record {
-				st.Matched++
-			}
-			fn(ord, &row)
-		}
-		r.Close()
-	}
-}
-
-// scanRaw reads the inputs for the features rendering loses, and runs the near-duplicate
-// search: test rows indexed first, then train rows looked up.
-func (s *scanner) scanRaw() error {
-	inputs := s.resolveInputs()
-	all := len(inputs) > 0
-	for _, st := range s.rep.Inputs {
-		all = all && st.Found
-	}
-	nd := &s.rep.Dups.NearDup
-	nd.Threshold = NearDupThreshold
-	indexTest := func(ord int32, text string) {
-		if s.ex[ord].test {
-			s.lsh.add(ord, normalize(text))
-		}
-	}
-	s.eachRaw(inputs, true, func(ord int32, row *loader.Row) {
-		e := &s.ex[ord]
-		sys := len(row.Messages) > 0 && row.Messages[0].Role == "system"
-		addLabel(&s.rep.Answers.Matched, e.label)
-		if sys {
-			addLabel(&s.rep.Answers.SystemPrompt, e.label)
-		}
-		s.fSystem.addBool(sys, e.label, e.behavior)
-		s.fTurns.add(int64(max(len(row.Messages)-1, 0)), e.label, e.behavior)
-		if all {
-			indexTest(ord, turnsText(row))
-		}
-	})
-	all = all && !slices.ContainsFunc(s.rep.Inputs, func(st InputStatus) bool { return !st.Found })
-	matched := int64(0)
-	for _, st := range s.rep.Inputs {
-		matched += st.Matched
-	}
-	if all && matched == int64(len(s.ex)) {
-		nd.Compared = "the prompt's turns from the raw inputs, system messages left out (their shared boilerplate would make unrelated prompts look alike), normalized"
-		s.best = newMatches(len(s.lsh.sigs))
-		s.eachRaw(inputs, false, func(ord int32, row *loader.Row) {
-			if !s.ex[ord].test {
-				s.query(ord, normalize(turnsText(row)))
-			}
-		})
-		return nil
-	}
-	// Without every input, compare the rendered prompts from the shards.
-	s.lsh = newLSHIndex()
-	nd.Compared = "the rendered prompts from kto/ (system messages included), normalized"
-	nd.Note = "not every kto/ row was found in the raw inputs, so the rendered prompts were compared; a long shared system prompt can make unrelated prompts look alike"
-	if err := s.eachKTO([]string{"test"}, func(ord int32, row *kto.KTORow) { s.lsh.add(ord, normalize(row.Prompt)) }); err != nil {
-		return err
-	}
-	s.best = newMatches(len(s.lsh.sigs))
-	return s.eachKTO([]string{"train"}, func(ord int32, row *kto.KTORow) { s.query(ord, normalize(row.Prompt)) })
-}
-
-func (s *scanner) query(ord int32, text string) {
-	s.lsh.query(text, func(i int32, sim float64, identical bool) {
-		b := &s.best[i]
-		if b.ord < 0 || sim > b.sim || sim == b.sim && ord < b.ord {
-			b.ord, b.sim = ord, sim
-		}
-		b.identical = b.identical || identical
-	})
-}
-
-func newMatches(n int) []match {
-	m := make([]match, n)
-	for i := range m {
-		m[i].ord = -1
-	}
-	return m
-}
-
-// turnsText is a raw row's prompt turns without system messages: roles, texts and tool
-// calls.
-func turnsText(row *loader.Row) string {
-	var b strings.Builder
-	msgs := row.Messages
-	if n := len(msgs); n > 0 && msgs[n-1].Role == "assistant" {
-		msgs = msgs[:n-1]
-	}
-	for _, m := range msgs {
-		if m.Role == "system" {
-			continue
-		}
-		b.WriteString(m.Role)
-		b.WriteString(": ")
-		b.WriteString(m.Text())
-		for _, tc := range m.ToolCalls {
-			b.WriteByte(' ')
-			b.WriteString(tc.Name)
-			b.Write(tc.Arguments)
-		}
-		b.WriteByte('\n')
-	}
-	return b.String()
 }
 
 // scanPacking reads kto_packed/ and sft/: each row's fill.

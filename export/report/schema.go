@@ -256,12 +256,4 @@ type ToolUse struct {
 	AUC      float64            `json:"auc"` // of "the answer calls this tool" for the label
 }
 
-func addLabel(c *export.LabelCounts, label bool) {
-	if label {
-		c.Desirable++
-	} else {
-		c.Undesirable++
-	}
-}
-
 func total(c export.LabelCounts) int64 { return c.Desirable + c.Undesirable }

@@ -14,6 +14,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 	ew := &errWriter{w: w}
 	c := r.Counts
 	fmt.Fprintf(ew, "data-quality report of %s\n", r.Dir)
+	for _, w := range r.Warnings {
+		fmt.Fprintf(ew, "WARNING [%s]: %s\n", w.Code, w.Message)
+	}
 	if r.Tokenizer.Demo {
 		fmt.Fprintln(ew, "tokenizer: DEMO (not Mistral's ids)")
 	}
@@ -48,6 +51,9 @@ func (r *Report) WriteSummary(w io.Writer) error {
 		}
 	}
 
+	if r.ShortcutsSkipped != "" {
+		fmt.Fprintf(ew, "\nlabel shortcuts: %s\n", r.ShortcutsSkipped)
+	}
 	if len(r.Shortcuts) > 0 {
 		fmt.Fprintln(ew, "\nlabel shortcuts (each feature alone):")
 		t := tablewriter.NewWriter(ew)

@@ -17,6 +17,7 @@ import (
 	"strconv"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -49,6 +50,8 @@ type MergeConfig struct {
 	Out    string
 	Force  bool // replace a finished run in Out
 	Copy   bool // copy sft/ files rather than hard-link them
+	// Dir, when set, is Out already opened (and locked) by the caller, which closes it.
+	Dir *outdir.Dir
 }
 
 // Merge sentinel errors.
@@ -76,22 +79,29 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 			return nil, fmt.Errorf("merge: the output %s is one of the inputs", cfg.Out)
 		}
 	}
-	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
+	d := cfg.Dir
+	if d == nil {
+		if d, err = outdir.Open(cfg.Out, outdir.Options{Force: cfg.Force}); err != nil {
+			return nil, err
+		}
+		defer d.Close()
+	}
+	// The merged manifest does not record which directories it came from, so a finished
+	// run in Out is replaced only with Force.
+	if err := d.Replace(false); err != nil {
 		return nil, err
 	}
 	first := runs[0].m
 	m := export.NewManifest()
-	for k, v := range first.Config {
-		if k != "shard_index" {
-			m.Config[k] = v
-		}
-	}
+	m.Config = first.Config.WithoutShardIndex()
 	m.Inputs = first.Inputs
 	m.Tokenizer = first.Tokenizer
 	kc, wopt, err := runConfig(first)
 	if err != nil {
 		return nil, err
 	}
+	wopt.BeforeRename = func(paths []string) error { return d.Record(paths...) }
+	cfg.Dir = d // mergeSplit journals the sft/ links
 	m.KTO.BatchSize = kc.BatchSize
 	m.Packing.MaxLen = kc.MaxLen
 
@@ -129,10 +139,14 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if tr, ok := m.KTO.Splits["train"]; ok {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
-	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName)); err != nil {
+	if m.Rejects, err = concatRejects(runs, filepath.Join(cfg.Out, export.RejectsName), d); err != nil {
 		return nil, err
 	}
+	m.Warnings = export.ComputeWarnings(m) // of the whole: a shard alone may lack a label the others have
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
+		return nil, err
+	}
+	if err := d.Finish(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -150,22 +164,19 @@ func readShardRuns(dirs []string) ([]shardRun, error) {
 		if err != nil {
 			return nil, err
 		}
-		idx, ok1 := m.ConfigInt("shard_index")
-		n, ok2 := m.ConfigInt("num_shards")
-		if !ok1 || !ok2 {
+		c := m.Config
+		if c.ShardIndex == nil || c.NumShards == 0 {
 			return nil, fmt.Errorf("%w: %s was not written by a sharded run (prep --num-shards N --shard-index I)", ErrNotShards, d)
 		}
-		if n != int64(len(dirs)) {
+		idx, n := *c.ShardIndex, c.NumShards
+		if n != len(dirs) {
 			return nil, fmt.Errorf("%w: %s is shard %d of %d, and %d outputs are given", ErrNotShards, d, idx, n, len(dirs))
 		}
-		runs = append(runs, shardRun{dir: d, m: m, index: int(idx)})
+		runs = append(runs, shardRun{dir: d, m: m, index: idx})
 	}
 	slices.SortFunc(runs, func(a, b shardRun) int { return cmp.Compare(a.index, b.index) })
 	ref := runs[0]
-	refConfig, err := configSansShard(ref.m)
-	if err != nil {
-		return nil, err
-	}
+	refConfig := ref.m.Config.WithoutShardIndex()
 	for i, r := range runs {
 		if r.index != i {
 			if i > 0 && runs[i-1].index == r.index {
@@ -182,27 +193,13 @@ func readShardRuns(dirs []string) ([]shardRun, error) {
 		if r.m.Tokenizer != ref.m.Tokenizer {
 			return nil, fmt.Errorf("%w: %s and %s used different tokenizers", ErrNotShards, ref.dir, r.dir)
 		}
-		c, err := configSansShard(r.m)
-		if err != nil {
-			return nil, err
-		}
-		if c != refConfig {
-			return nil, fmt.Errorf("%w: %s and %s ran with different flags:\n  %s\n  %s", ErrNotShards, ref.dir, r.dir, refConfig, c)
+		if c := r.m.Config.WithoutShardIndex(); c != refConfig {
+			a, _ := json.Marshal(refConfig)
+			b, _ := json.Marshal(c)
+			return nil, fmt.Errorf("%w: %s and %s ran with different flags:\n  %s\n  %s", ErrNotShards, ref.dir, r.dir, a, b)
 		}
 	}
 	return runs, nil
-}
-
-// configSansShard is the manifest's config without shard_index, as canonical JSON.
-func configSansShard(m *export.Manifest) (string, error) {
-	c := map[string]any{}
-	for k, v := range m.Config {
-		if k != "shard_index" {
-			c[k] = v
-		}
-	}
-	b, err := json.Marshal(c) // sorted keys
-	return string(b), err
 }
 
 func sameDir(a, b string) (bool, error) {
@@ -219,28 +216,15 @@ func sameDir(a, b string) (bool, error) {
 
 // runConfig reads back the kto.Config and writer options a run used.
 func runConfig(m *export.Manifest) (kto.Config, export.WriterOptions, error) {
-	var kc kto.Config
-	kc.BatchSize = m.KTO.BatchSize
-	kc.MaxLen = m.Packing.MaxLen
-	if n, ok := m.ConfigInt("seed"); ok {
-		kc.Seed = n
-	}
-	if s, ok := m.ConfigString("sft_loss"); ok {
-		kc.SFTLoss = s
-	}
+	// The batch size and row length the run applied (defaults included), from the stats;
+	// only the seed and the SFT loss from the flags.
+	kc := kto.Config{BatchSize: m.KTO.BatchSize, MaxLen: m.Packing.MaxLen, Seed: m.Config.Seed, SFTLoss: m.Config.SFTLoss}
 	kc, err := kc.WithDefaults()
 	if err != nil {
 		return kc, export.WriterOptions{}, fmt.Errorf("merge: the inputs' config: %w", err)
 	}
-	var w export.WriterOptions
-	if s, ok := m.ConfigString("format"); ok {
-		if w.Format, err = export.ParseFormat(s); err != nil {
-			return kc, w, err
-		}
-	}
-	w.ShardRows, _ = m.ConfigInt("shard_rows")
-	w.ShardBytes, _ = m.ConfigInt("shard_bytes")
-	return kc, w, nil
+	w, err := m.Config.Writer()
+	return kc, w, err
 }
 
 // mergeSplitStats merges the inputs' kto.SplitStats: counts add up, strata by behavior and
@@ -351,7 +335,7 @@ func (c *batchCounter) close() {
 			c.info.KLTruncated++
 		}
 	}
-	countBatch(&c.info, n, d)
+	c.info.AddBatch(n, d)
 	clear(c.cur)
 	c.cur = c.cur[:0]
 }
@@ -396,16 +380,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 		offsets[i] = offset
 		err := readRows(r.dir, filesOf(r.m, export.KindKTO, split, true), func(row *kto.KTORow) error {
 			lens.add(len(row.PromptIDs), len(row.CompletionIDs))
-			sc.Examples++
-			lc := sc.Behaviors[row.Behavior]
-			if row.Label {
-				sc.Desirable++
-				lc.Desirable++
-			} else {
-				sc.Undesirable++
-				lc.Undesirable++
-			}
-			sc.Behaviors[row.Behavior] = lc
+			sc.Add(row.Behavior, row.Label)
 			if row.BatchIndex == partial[i] {
 				leftovers = append(leftovers, tokenize.Example{PromptIDs: row.PromptIDs, CompletionIDs: row.CompletionIDs,
 					Label: row.Label, Behavior: row.Behavior, Prompt: row.Prompt, Completion: row.Completion, Source: row.Source})
@@ -484,7 +459,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 					tokens++
 				}
 			}
-			ps.Add(kto.PackStats{Rows: 1, Sequences: len(row.SegmentLabel), Tokens: int64(tokens)})
+			ps.Add(kto.PackStats{PackCounts: kto.PackCounts{Rows: 1, Sequences: int64(len(row.SegmentLabel)), Tokens: int64(tokens)}})
 			return pw.Write(*row)
 		})
 		if err != nil {
@@ -506,7 +481,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 	if err != nil {
 		return files, err
 	}
-	m.Packing.KTOPacked[split] = export.PackInfo{Rows: int64(ps.Rows), Sequences: int64(ps.Sequences), Tokens: ps.Tokens, Fill: ps.Fill}
+	m.Packing.KTOPacked[split] = ps.PackCounts
 
 	// sft/: the runs' files, linked under names numbered across runs.
 	fi, info, err := linkSFT(cfg, runs, split, kc.MaxLen)
@@ -558,7 +533,11 @@ func linkSFT(cfg MergeConfig, runs []shardRun, split string, maxLen int) ([]expo
 	for _, s := range srcs {
 		name := fmt.Sprintf("%s-%05d-of-%05d.%s", split, s.idx, base, s.f.Format)
 		rel := path.Join(export.KindSFT, name)
-		if err := linkOrCopy(filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), filepath.Join(cfg.Out, filepath.FromSlash(rel)), cfg.Copy); err != nil {
+		dst := filepath.Join(cfg.Out, filepath.FromSlash(rel))
+		if err := cfg.Dir.Record(dst); err != nil {
+			return files, info, err
+		}
+		if err := linkOrCopy(filepath.Join(s.dir, filepath.FromSlash(s.f.Path)), dst, cfg.Copy); err != nil {
 			return files, info, err
 		}
 		f := s.f
@@ -594,7 +573,7 @@ func linkOrCopy(src, dst string, copy bool) error {
 
 // concatRejects writes the runs' rejects files, in shard order, to dst, and returns its
 // manifest entry.
-func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
+func concatRejects(runs []shardRun, dst string, d *outdir.Dir) (*export.RejectsInfo, error) {
 	out, err := export.CreateAtomic(dst)
 	if err != nil {
 		return nil, err
@@ -605,13 +584,13 @@ func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
 	w := bufio.NewWriterSize(io.MultiWriter(out, h, &cw), 1<<20)
 	var rows int64
 	for _, r := range runs {
-		p := filepath.Join(r.dir, export.RejectsName)
+		p := export.ResolveRejects(r.dir, r.m)
 		in, err := os.Open(p)
 		if errors.Is(err, os.ErrNotExist) && r.m.Counts.Rejected == 0 {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("%s: its rejects are not in %s (prep --rejects elsewhere?): %w", r.dir, export.RejectsName, err)
+			return nil, fmt.Errorf("%s: its rejects file %s: %w", r.dir, p, err)
 		}
 		_, err = io.Copy(w, in)
 		in.Close()
@@ -621,6 +600,9 @@ func concatRejects(runs []shardRun, dst string) (*export.RejectsInfo, error) {
 		rows += r.m.Counts.Rejected
 	}
 	if err := w.Flush(); err != nil {
+		return nil, err
+	}
+	if err := d.Record(dst); err != nil {
 		return nil, err
 	}
 	if err := out.Commit(); err != nil {

@@ -12,6 +12,7 @@ import (
 	"slices"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -70,7 +71,7 @@ type keyStore struct {
 func newKeyStore(dir string) (*keyStore, error) {
 	ks := &keyStore{dir: dir, index: map[string]uint32{}}
 	for b := range numBuckets {
-		f, err := os.CreateTemp(dir, fmt.Sprintf(".tmp-keys-%03d-*", b))
+		f, err := os.CreateTemp(dir, export.TempPattern(fmt.Sprintf("keys-%03d", b)))
 		if err != nil {
 			ks.Close()
 			return nil, err
@@ -82,7 +83,7 @@ func newKeyStore(dir string) (*keyStore, error) {
 
 // bucketOf places a group: the top bits of splitMix of the group hash (shards of a sharded
 // run use its low bits, the value modulo their count, so every bucket is used in each shard).
-func bucketOf(group uint64) int { return int(splitMix(group) >> 56) }
+func bucketOf(group uint64) int { return int(stablehash.SplitMix(group) >> 56) }
 
 func (ks *keyStore) add(k kto.Key, l loc) error {
 	bi, ok := ks.index[k.Behavior]
@@ -177,22 +178,6 @@ func (ks *keyStore) Close() error {
 	return errors.Join(errs...)
 }
 
-// countBatch adds one batch of n examples, d of them desirable, to a split's batch
-// statistics (prep's partitioned runs and merge count them from the batches written).
-func countBatch(bi *export.BatchInfo, n, d int) {
-	bi.Examples += int64(n)
-	bi.Desirable += int64(d)
-	bi.Undesirable += int64(n - d)
-	bi.Batches++
-	bi.LastBatch = int64(n)
-	if d == 0 {
-		bi.NoDesirable++
-	}
-	if d == n {
-		bi.NoUndesirable++
-	}
-}
-
 // writePartitioned is pass two of a partitioned run: the split statistics, then each split's
 // shards, as the comment at the top of this file describes.
 func writePartitioned(cfg Config, kc kto.Config, sp *spill, rej *Rejects, ks *keyStore, m *export.Manifest) ([]export.FileInfo, error) {
@@ -270,7 +255,7 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 					d++
 				}
 			}
-			countBatch(&count, len(batch), d)
+			count.AddBatch(len(batch), d)
 			if !w.feed(batch, next) {
 				return false, nil
 			}
@@ -334,7 +319,7 @@ func writePartitionedSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, k
 			if err := rejectDropped(get, rej, len(restLocs), plan, m); err != nil {
 				return err
 			}
-			count.Dropped = int64(bst.Dropped)
+			count.Dropped = bst.Dropped
 		}
 		_, err = feed(plan, restLocs)
 		return err

@@ -148,8 +148,7 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			re := it.bad
 			m.Counts.Read++
 			if re != nil {
-				m.Counts.Rejected++
-				m.Counts.Reasons[loader.Reason(re)]++
+				m.Counts.Reject(loader.Reason(re))
 				if err := rej.Write(re); err != nil {
 					return err
 				}

@@ -25,16 +25,19 @@
 // bucket-file buffers of 16 KiB. The examples themselves (ids, text) live in the spill file
 // on disk, about 3 KB each. Measured at 1M rows: ~150 MB live at the planning peak
 // (gctrace), 416 MiB peak RSS under the prep command's default soft heap limit of 384 MiB.
+//
+// It may import export, internal/rowpath, kto, tokenize and loader, but not kto/train: prep
+// as a library does not pull in the trainer and GomlX. Only cmd/ktoloader imports it.
 package pipeline
 
 import (
 	"errors"
 	"fmt"
+	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/outdir"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
@@ -45,20 +48,23 @@ type Config struct {
 	Inputs []Input // in order; each names how it is opened and recorded
 	Loader loader.Config
 
-	Tokenizer  *tokenize.Tokenizer
-	TokKind    string // how it was found (path, env, hf-cache, download, demo)
-	TokSource  string // as given or found, never an absolute path the user did not type
-	TokDemo    bool
-	Render     tokenize.Options
-	KTO        kto.Config
-	Out        string
-	Force      bool
+	Tokenizer *tokenize.Tokenizer
+	TokKind   string // how it was found (path, env, hf-cache, download, demo)
+	TokSource string // as given or found, never an absolute path the user did not type
+	TokDemo   bool
+	Render    tokenize.Options
+	KTO       kto.Config
+	Out       string
+	Force     bool // replace a finished run in Out that is not this same run (see SameRun)
+	// Dir, when set, is Out already opened (and locked) by the caller, which closes it;
+	// else Run opens Out itself (outdir.Open with Force and the inputs' paths).
+	Dir        *outdir.Dir
 	Writer     export.WriterOptions
 	Rejects    string // path of the rejects file; "" means OUT/rejects.jsonl
 	Workers    int    // default: all cores; never changes the output
 	Strict     bool   // stop at the first rejected row
 	MaxReject  float64
-	ConfigEcho map[string]any // the flags to record in the manifest (all but workers)
+	ConfigEcho export.RunConfig // the flags to record in the manifest (all but workers)
 
 	// NumShards > 1 makes this run one of NumShards that together process the input: it
 	// keeps the rows whose shard (a hash of the rendered prompt; see shard.go) is
@@ -78,9 +84,12 @@ type Config struct {
 }
 
 // Input is one input: its recorded name (as given on the command line) and how to open it.
+// Path is the file it reads, when it is one ("" for stdin or embedded data): no output ever
+// replaces it.
 type Input struct {
 	Name string
 	Open func(loader.Config) (*loader.Reader, error)
+	Path string
 }
 
 // Sentinel errors of a run.
@@ -114,12 +123,29 @@ func Run(cfg Config) (*export.Manifest, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := export.PrepareOutDir(cfg.Out, cfg.Force); err != nil {
+	d := cfg.Dir
+	if d == nil {
+		var paths []string
+		for _, in := range cfg.Inputs {
+			if in.Path != "" {
+				paths = append(paths, in.Path)
+			}
+		}
+		if d, err = outdir.Open(cfg.Out, outdir.Options{Inputs: paths, Force: cfg.Force}); err != nil {
+			return nil, err
+		}
+		defer d.Close()
+	}
+	if err := d.Replace(SameRun(d.Prev, cfg)); err != nil {
+		if errors.Is(err, export.ErrOutputExists) {
+			err = fmt.Errorf("%w (made from other inputs, flags or tokenizer; an identical re-run replaces it without Force)", err)
+		}
 		return nil, err
 	}
+	cfg.Writer.BeforeRename = func(paths []string) error { return d.Record(paths...) }
 	rejPath := cfg.Rejects
 	if rejPath == "" {
-		rejPath = cfg.Out + "/rejects.jsonl"
+		rejPath = filepath.Join(cfg.Out, export.RejectsName)
 	}
 	rej, err := NewRejects(rejPath)
 	if err != nil {
@@ -133,12 +159,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 	defer sp.Close()
 
 	m := export.NewManifest()
-	for k, v := range cfg.ConfigEcho {
-		m.Config[k] = v
-	}
-	if cfg.NumShards > 1 { // merge reads these to check that its inputs make one whole
-		m.Config["shard_index"], m.Config["num_shards"] = cfg.ShardIndex, cfg.NumShards
-	}
+	m.Config = manifestConfig(cfg)
 	m.Tokenizer = export.TokenizerInfo{Name: cfg.TokSource, Kind: cfg.TokKind, SHA256: cfg.Tokenizer.SHA256(),
 		Demo: cfg.TokDemo, VocabSize: cfg.Tokenizer.VocabSize()}
 
@@ -201,11 +222,18 @@ func Run(cfg Config) (*export.Manifest, error) {
 		m.KTO.DesirableWeight, m.KTO.UndesirableWeight = kto.SuggestWeights(int(tr.Desirable), int(tr.Undesirable))
 	}
 
-	m.Rejects = rej.Info(cfg.Out)
+	m.Rejects = rej.Info(d.RelPath(rejPath))
+	if err := d.Record(rejPath); err != nil {
+		return nil, err
+	}
+	m.Warnings = export.ComputeWarnings(m)
 	if err := rej.Commit(); err != nil {
 		return nil, err
 	}
 	if err := export.WriteManifest(cfg.Out, m); err != nil {
+		return nil, err
+	}
+	if err := d.Finish(); err != nil {
 		return nil, err
 	}
 	return m, nil
@@ -259,13 +287,3 @@ func (dropLastErr) Error() string  { return "dropped by --drop-last" }
 func (dropLastErr) Reason() string { return reasonDropLast }
 
 var errDropLast error = dropLastErr{}
-
-// splitSource splits "file:line" at the last colon.
-func splitSource(src string) (string, int64) {
-	i := strings.LastIndexByte(src, ':')
-	if i < 0 {
-		return src, 0
-	}
-	n, _ := strconv.ParseInt(src[i+1:], 10, 64)
-	return src[:i], n
-}

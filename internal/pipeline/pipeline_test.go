@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"bytes"
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -190,16 +191,44 @@ func TestAccounting(t *testing.T) {
 	}
 }
 
-// TestRerunNeedsForce: a finished output directory is not overwritten without Force.
-func TestRerunNeedsForce(t *testing.T) {
+// TestRerun: the same run again replaces its own finished output without Force, with the
+// same bytes; a run of other flags or other inputs needs Force.
+func TestRerun(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "out")
-	cfg := Config{Inputs: sampleInputs()[:1], Tokenizer: demoTok(t), Out: out}
+	cfg := Config{Inputs: sampleInputs(), Tokenizer: demoTok(t), Out: out, ConfigEcho: export.RunConfig{Seed: 42, TestFrac: 0.1}}
 	run(t, cfg)
-	if _, err := Run(cfg); err == nil {
-		t.Fatal("second run into a finished directory succeeded without Force")
+	first := readDir(t, out)
+	run(t, cfg)
+	if second := readDir(t, out); !equalFiles(first, second) {
+		t.Fatalf("an identical re-run changed the directory: %d files before, %d after", len(first), len(second))
 	}
-	cfg.Force = true
-	run(t, cfg)
+	other := cfg
+	other.ConfigEcho = export.RunConfig{Seed: 43, TestFrac: 0.1}
+	if _, err := Run(other); !errors.Is(err, export.ErrOutputExists) {
+		t.Fatalf("a run of another seed into a finished directory: %v, want ErrOutputExists", err)
+	}
+	fewer := cfg
+	fewer.Inputs = cfg.Inputs[:1]
+	if _, err := Run(fewer); !errors.Is(err, export.ErrOutputExists) {
+		t.Fatalf("a run of other inputs into a finished directory: %v, want ErrOutputExists", err)
+	}
+	if second := readDir(t, out); !equalFiles(first, second) {
+		t.Fatal("a refused run changed the directory")
+	}
+	other.Force = true
+	run(t, other)
+}
+
+func equalFiles(a, b map[string][]byte) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if w, ok := b[k]; !ok || !bytes.Equal(v, w) {
+			return false
+		}
+	}
+	return true
 }
 
 // TestNexusReal runs prep on the real Nexus KTO file with the real Mistral tokenizer: every

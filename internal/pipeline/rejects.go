@@ -65,16 +65,13 @@ func (w *Rejects) Commit() error {
 	return w.f.Commit()
 }
 
-// Info is the file's entry for the manifest, its path made relative to out when inside it.
-func (w *Rejects) Info(out string) *export.RejectsInfo {
+// Info is the file's entry for the manifest, under name: its path relative to the output
+// directory, slashes (export.RejectsName when it lies there, "../r.jsonl" beside it).
+func (w *Rejects) Info(name string) *export.RejectsInfo {
 	if w == nil {
 		return nil
 	}
-	p := w.path
-	if rel, err := filepath.Rel(out, p); err == nil && rel == export.RejectsName {
-		p = export.RejectsName
-	}
-	return &export.RejectsInfo{Path: p, Rows: w.N, Bytes: w.cw.n, SHA256: hex.EncodeToString(w.h.Sum(nil))}
+	return &export.RejectsInfo{Path: name, Rows: w.N, Bytes: w.cw.n, SHA256: hex.EncodeToString(w.h.Sum(nil))}
 }
 
 // Abort removes the temporary file; a no-op after Commit, so it can be deferred.

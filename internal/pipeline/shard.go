@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
@@ -16,20 +17,6 @@ import (
 // Skipped rows cost the line split, the JSON parse and the rendering, not the tokenizer:
 // each of N runs reads the whole input, and tokenizes, packs and writes its 1/N.
 
-// fnv64 is FNV-1a 64.
-const (
-	fnvOffset = 14695981039346656037
-	fnvPrime  = 1099511628211
-)
-
-func fnvBytes(h uint64, b []byte) uint64 {
-	for _, c := range b {
-		h ^= uint64(c)
-		h *= fnvPrime
-	}
-	return h
-}
-
 // groupOf is kto.GroupKey of the example that a rendering becomes, computed without
 // tokenizing: Encode takes Group and Prompt from the rendering alone (a test checks that
 // the two agree on every sample row).
@@ -42,16 +29,8 @@ func groupOf(rd *tokenize.Rendering) uint64 {
 }
 
 // rawHash places a row without a prompt. The salt keeps it apart from prompt hashes.
-func rawHash(raw []byte) uint64 { return fnvBytes(fnvOffset^0x5a17, raw) }
+func rawHash(raw []byte) uint64 { return stablehash.FNVBytes(stablehash.FNVOffset^0x5a17, raw) }
 
 // shardOf maps a hash to one of n shards. The SplitMix64 finalizer scatters the hash first,
 // so that the low bits FNV leaves correlated do not skew the modulo.
-func shardOf(h uint64, n int) int { return int(splitMix(h) % uint64(n)) }
-
-// splitMix is SplitMix64's step and finalizer: every input bit reaches every output bit.
-func splitMix(h uint64) uint64 {
-	z := h + 0x9e3779b97f4a7c15
-	z = (z ^ z>>30) * 0xbf58476d1ce4e5b9
-	z = (z ^ z>>27) * 0x94d049bb133111eb
-	return z ^ z>>31
-}
+func shardOf(h uint64, n int) int { return int(stablehash.SplitMix(h) % uint64(n)) }

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/stablehash"
 	"github.com/ktoloader/ktoloader/kto"
 	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/testdata"
@@ -76,8 +77,8 @@ func TestShardsHoldTheWholeRun(t *testing.T) {
 		if rep, err := export.Verify(out); err != nil || !rep.OK() {
 			t.Fatalf("shard %d: verify: %v %+v", i, err, rep)
 		}
-		if m.Config["num_shards"] != 2 || m.Config["shard_index"] != i {
-			t.Errorf("shard %d: config records shard %v of %v", i, m.Config["shard_index"], m.Config["num_shards"])
+		if c := m.Config; c.NumShards != 2 || c.ShardIndex == nil || *c.ShardIndex != i {
+			t.Errorf("shard %d: config records shard %v of %v", i, c.ShardIndex, c.NumShards)
 		}
 		c := m.Counts
 		read[i], written[i], rejected[i], skipped[i] = c.Read, c.Written, c.Rejected, c.Notes[NoteSkippedOtherShard]
@@ -143,7 +144,7 @@ func TestShardOfSpreads(t *testing.T) {
 	const n, N = 60000, 6
 	var count [N]int
 	for i := 0; i < n; i++ {
-		count[shardOf(fnvBytes(fnvOffset, fmt.Appendf(nil, "row %d", i)), N)]++
+		count[shardOf(stablehash.FNVBytes(stablehash.FNVOffset, fmt.Appendf(nil, "row %d", i)), N)]++
 	}
 	for s, c := range count {
 		if c < n/N*9/10 || c > n/N*11/10 {
@@ -270,7 +271,7 @@ func TestMergeShards(t *testing.T) {
 	if _, ok := c.Notes[NoteSkippedOtherShard]; ok {
 		t.Errorf("merged notes still count skipped rows: %v", c.Notes)
 	}
-	if _, ok := m.Config["shard_index"]; ok {
+	if m.Config.ShardIndex != nil {
 		t.Errorf("merged config keeps shard_index")
 	}
 	got := map[string]int{}
@@ -308,7 +309,7 @@ func TestMergeShards(t *testing.T) {
 	}
 	other := filepath.Join(dir, "other")
 	run(t, Config{Inputs: sampleInputs(), Tokenizer: tok, Out: other, KTO: kc, Writer: wopt, NumShards: N, ShardIndex: 0,
-		ConfigEcho: map[string]any{"seed": 10}})
+		ConfigEcho: export.RunConfig{Seed: 10}})
 	if _, err := Merge(MergeConfig{Inputs: []string{other, outs[0], outs[1]}, Out: filepath.Join(dir, "bad-flags")}); !errors.Is(err, ErrNotShards) {
 		t.Errorf("different flags: err %v, want ErrNotShards", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"math"
 	"os"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -29,7 +30,7 @@ type spill struct {
 }
 
 func newSpill(dir string) (*spill, error) {
-	f, err := os.CreateTemp(dir, ".tmp-spill-*")
+	f, err := os.CreateTemp(dir, export.TempPattern("spill"))
 	if err != nil {
 		return nil, err
 	}

@@ -96,15 +96,12 @@ func writeSplit(cfg Config, kc kto.Config, sp *spill, rej *Rejects, part *splitP
 		}
 		return nil
 	}()
-	bstats.KLTruncated += w.klCut
+	bstats.KLTruncated += int64(w.klCut)
 	files, err = w.finish(feedErr)
 	if err != nil {
 		return files, err
 	}
-	w.record(m, export.BatchInfo{Examples: int64(bstats.Examples), Desirable: int64(bstats.Desirable),
-		Undesirable: int64(bstats.Undesirable), Batches: int64(bstats.Batches), LastBatch: int64(bstats.LastBatch),
-		Dropped: int64(bstats.Dropped), NoDesirable: int64(bstats.NoDesirable), NoUndesirable: int64(bstats.NoUndesirable),
-		KLTruncated: int64(bstats.KLTruncated)})
+	w.record(m, bstats.BatchCounts)
 	return files, nil
 }
 
@@ -178,17 +175,10 @@ func (w *splitWriter) feed(batch []tokenize.Example, b int64) bool {
 	msg := batchMsg{rows: rows}
 	for k := range batch {
 		ex := &batch[k]
-		w.sc.Examples++
-		lc := w.sc.Behaviors[ex.Behavior]
+		w.sc.Add(ex.Behavior, ex.Label)
 		if ex.Label {
-			w.sc.Desirable++
-			lc.Desirable++
 			msg.des = append(msg.des, ex)
-		} else {
-			w.sc.Undesirable++
-			lc.Undesirable++
 		}
-		w.sc.Behaviors[ex.Behavior] = lc
 	}
 	if w.failed.Load() {
 		return false
@@ -239,8 +229,8 @@ func (w *splitWriter) record(m *export.Manifest, bi export.BatchInfo) {
 	m.KTO.Splits[w.split] = bi
 	ss := w.sft.Stats()
 	ps := w.packStats
-	m.Packing.KTOPacked[w.split] = export.PackInfo{Rows: int64(ps.Rows), Sequences: int64(ps.Sequences), Tokens: ps.Tokens, Fill: ps.Fill}
-	m.Packing.SFT[w.split] = export.PackInfo{Rows: int64(ss.Rows), Sequences: int64(ss.Sequences), Tokens: ss.Tokens, Fill: ss.Fill}
+	m.Packing.KTOPacked[w.split] = ps.PackCounts
+	m.Packing.SFT[w.split] = ss.PackCounts
 }
 
 // rejectDropped accounts for the examples that --drop-last left out of the last, partial KTO
@@ -262,12 +252,10 @@ func rejectDropped(get func(j int) (tokenize.Example, error), rej *Rejects, n in
 		if err != nil {
 			return err
 		}
-		file, line := splitSource(ex.Source)
+		file, line, _ := loader.ParseSource(ex.Source)
 		re := &loader.RowError{File: file, Line: line, Err: errDropLast,
 			Detail: "left out of the last, partial KTO batch by --drop-last"}
-		m.Counts.Written--
-		m.Counts.Rejected++
-		m.Counts.Reasons[reasonDropLast]++
+		m.Counts.Unwrite(reasonDropLast)
 		if err := rej.Write(re); err != nil {
 			return err
 		}

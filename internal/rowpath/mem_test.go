@@ -120,11 +120,13 @@ func TestRowMemoryKeepEnd(t *testing.T) {
 		}
 		ratio := float64(peak) / float64(len(line))
 		t.Logf("spaced=%v: line %d bytes, peak heap %d bytes (%.1f× the line)", spaced, len(line), peak, ratio)
-		// The aim is 10× (issue 13); measured 13.5× for one chunk without spaces (ids and
-		// 16-bit ranks of the BPE, the content, the rendered segment, the output ids), 81×
-		// before mergeLarge. The bound keeps that from coming back.
-		if ratio > 16 {
-			t.Errorf("spaced=%v: peak heap %.1f× the line, want ≤ 16× (aim 10×)", spaced, ratio)
+		// The aim is 10× (issue 13). One chunk without spaces measured 8.6–10.0× here (8.5×
+		// at 50 MB): the raw line's copy and the content (1× each), the BPE's 16-bit symbols
+		// and 16-bit ranks (2× each), the output ids (4 bytes a token, ~2×); it was
+		// 10.8–13.5× with 32-bit symbols and ids grown by append, 81× before mergeLarge. The
+		// bound leaves room for the sampler's noise and keeps that from coming back.
+		if ratio > 12 {
+			t.Errorf("spaced=%v: peak heap %.1f× the line, want ≤ 12× (aim 10×)", spaced, ratio)
 		}
 	}
 }

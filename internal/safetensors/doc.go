@@ -15,7 +15,8 @@
 // merged 7B model is never held in memory, and every file is written under a temporary
 // name, synced and renamed into place.
 //
-// The package imports only the standard library. The header parser is written here rather
+// The package imports only the standard library and internal/jsonstr (the JSON string
+// quoting of its headers and index files). The header parser is written here rather
 // than taken from github.com/nlpodyssey/safetensors: that library returns untyped errors
 // (a truncated file and trailing bytes are one "metadata incomplete buffer"), cannot report
 // which tensor runs past the end, keeps the last of duplicate tensor names silently (the

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"syscall"
 	"unicode/utf8"
+
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
 )
 
 // Tensor is one tensor to write: either Data (exactly the tensor's byte size) or Write,
@@ -151,33 +153,8 @@ func header(ts []Tensor, order []int, metadata map[string]string) []byte {
 
 // appendSerdeString appends s quoted as serde_json writes strings: only '"', '\\' and
 // control characters are escaped (\b \t \n \f \r, else \u00xx in lower-case hex); all else,
-// non-ASCII included, is written as is.
-func appendSerdeString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\b':
-			b = append(b, '\\', 'b')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\f':
-			b = append(b, '\\', 'f')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c < 0x20:
-			b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xF])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
-}
+// non-ASCII included, is written as is. That is Python's ensure_ascii=False escaping too.
+func appendSerdeString(b []byte, s string) []byte { return jsonstr.Append(b, s) }
 
 // writeFile writes already checked tensors.
 func writeFile(path string, ts []Tensor, metadata map[string]string) error {

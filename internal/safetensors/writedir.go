@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
 )
 
 // WriteDir writes ts into dir as Hugging Face's save_pretrained does: one
@@ -140,38 +142,7 @@ func indexJSON(total int64, weightMap map[string]string) []byte {
 // appendPyString appends s quoted as Python's json.dumps does with ensure_ascii: '"',
 // '\\', \n \r \t \b \f escaped by name, every other character outside ' '..'~' as \uxxxx
 // (lower-case hex, UTF-16 surrogate pairs above the BMP).
-func appendPyString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	u := func(b []byte, r rune) []byte {
-		return append(b, '\\', 'u', hex[r>>12&0xF], hex[r>>8&0xF], hex[r>>4&0xF], hex[r&0xF])
-	}
-	b = append(b, '"')
-	for _, r := range s {
-		switch {
-		case r == '"' || r == '\\':
-			b = append(b, '\\', byte(r))
-		case r == '\n':
-			b = append(b, '\\', 'n')
-		case r == '\r':
-			b = append(b, '\\', 'r')
-		case r == '\t':
-			b = append(b, '\\', 't')
-		case r == '\b':
-			b = append(b, '\\', 'b')
-		case r == '\f':
-			b = append(b, '\\', 'f')
-		case r >= ' ' && r <= '~':
-			b = append(b, byte(r))
-		case r > 0xFFFF:
-			r -= 0x10000
-			b = u(b, 0xD800|(r>>10)&0x3FF)
-			b = u(b, 0xDC00|r&0x3FF)
-		default:
-			b = u(b, r)
-		}
-	}
-	return append(b, '"')
-}
+func appendPyString(b []byte, s string) []byte { return jsonstr.AppendASCII(b, s) }
 
 // removeStale removes weight files of an earlier save in dir that keep does not name.
 func removeStale(dir string, keep map[string]bool) error {

@@ -1,6 +1,8 @@
 // Package shared locates the project's shared reference folder (../shared beside the checkout:
 // real data, the Mistral tokenizer, golden outputs) for tests and benchmarks. Tests that need it
 // skip with a clear message when it is absent, so `go test ./...` passes on any fresh clone.
+//
+// It imports nothing of this module, and only test files may import it (it imports testing).
 package shared
 
 import (

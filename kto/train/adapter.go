@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/internal/safetensors"
 )
 
@@ -190,7 +191,7 @@ func SaveAdapter(dir string, ctx *context.Context, c ModelConfig, l LoRAConfig, 
 	pc := peftConfig{AlphaPattern: map[string]any{}, RankPattern: map[string]any{}, BaseModelNameOrPath: base,
 		Bias: "none", InferenceMode: true, InitLoraWeights: true, LoraAlpha: l.Alpha, LoraDropout: l.Dropout,
 		PeftType: "LORA", R: l.Rank, TargetModules: modules, TaskType: "CAUSAL_LM", UseRSLoRA: l.RSLoRA}
-	return writeAtomic(filepath.Join(dir, AdapterConfigFile), func(w io.Writer) error {
+	return export.WriteAtomic(filepath.Join(dir, AdapterConfigFile), func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(pc)
@@ -242,7 +243,7 @@ func SaveMerged(dir string, ctx *context.Context, c ModelConfig, l LoRAConfig, d
 	if _, err := safetensors.WriteDir(dir, ts, mergedShardBytes, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
+	return export.WriteAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
 		_, err := w.Write(configJSON)
 		return err
 	})

@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gomlx/gomlx/pkg/ml/context/checkpoints"
+	"github.com/ktoloader/ktoloader/export"
 )
 
 // checkpointConfigFile, in the checkpoint directory, records what the checkpoints train.
@@ -134,7 +135,7 @@ func (s *runState) openCheckpoints() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	err := writeAtomic(cfgPath, func(w io.Writer) error {
+	err := export.WriteAtomic(cfgPath, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(want)

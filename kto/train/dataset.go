@@ -1,20 +1,16 @@
 package train
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"path"
 	"path/filepath"
 	"slices"
-	"sort"
 	"strings"
 
-	"github.com/parquet-go/parquet-go"
-
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
 
@@ -36,7 +32,7 @@ var (
 	ErrBadShard    = errors.New("bad shard")
 	ErrBadRow      = errors.New("bad packed row")
 	ErrBatchSplit  = errors.New("batch rows not contiguous")
-	ErrBadManifest = errors.New("bad manifest")
+	ErrBadManifest = export.ErrBadManifest
 )
 
 // DataError locates a problem in the packed shards: errors.As for where, errors.Is for why.
@@ -63,73 +59,81 @@ func (e *DataError) Error() string {
 
 func (e *DataError) Unwrap() error { return e.Err }
 
-// Manifest is what the trainer takes from prep's manifest.json, read as generic JSON so the
-// trainer does not depend on export. Zero fields were absent.
+// Manifest is what the trainer takes from prep's manifest.json, read by export (the
+// package that writes it). Zero fields were absent.
 type Manifest struct {
 	MaxLen            int
 	BatchSize         int
 	DesirableWeight   float64
 	UndesirableWeight float64
 	VocabSize         int
+	Tokenizer         export.TokenizerInfo
 	// SHA256 of manifest.json's bytes: it identifies the data for cached reference log-probs.
 	SHA256 string
+
+	dir string
+	m   *export.Manifest
 }
 
-// ReadManifest reads DIR/manifest.json. A missing file is not an error (zero Manifest, nil):
-// everything it gives can be inferred from the shards or set by flags.
+// ReadManifest reads DIR/manifest.json. Without one DIR is not a finished prep run (a
+// crashed run leaves shards and no manifest): export.ErrNoManifest.
 func ReadManifest(dir string) (Manifest, error) {
-	var m Manifest
-	path := filepath.Join(dir, "manifest.json")
-	data, err := os.ReadFile(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return m, nil
-	}
+	em, sum, err := export.ReadManifestSHA256(dir)
 	if err != nil {
-		return m, err
+		return Manifest{}, err
 	}
-	sum := sha256.Sum256(data)
-	m.SHA256 = hex.EncodeToString(sum[:])
-	var doc map[string]any
-	if err := json.Unmarshal(data, &doc); err != nil {
-		return m, fmt.Errorf("%s: %w: %v", path, ErrBadManifest, err)
-	}
-	num := func(paths ...string) float64 {
-		for _, p := range paths {
-			var cur any = doc
-			for _, key := range strings.Split(p, ".") {
-				obj, ok := cur.(map[string]any)
-				if !ok {
-					cur = nil
-					break
-				}
-				cur = obj[key]
-			}
-			if f, ok := cur.(float64); ok {
-				return f
-			}
-		}
-		return 0
-	}
-	m.MaxLen = int(num("config.max_len"))
-	m.BatchSize = int(num("config.kto_batch_size", "kto.batch_size"))
-	m.DesirableWeight = num("kto.desirable_weight")
-	m.UndesirableWeight = num("kto.undesirable_weight")
-	m.VocabSize = int(num("tokenizer.vocab_size"))
+	m := Manifest{SHA256: sum, dir: dir, m: em,
+		DesirableWeight: em.KTO.DesirableWeight, UndesirableWeight: em.KTO.UndesirableWeight,
+		VocabSize: em.Tokenizer.VocabSize, Tokenizer: em.Tokenizer}
+	// A manifest's config holds the flags as given; older manifests without them fall back
+	// to what the run recorded of its output.
+	m.MaxLen = cmp.Or(em.Config.MaxLen, em.Packing.MaxLen)
+	m.BatchSize = cmp.Or(em.Config.KTOBatchSize, em.KTO.BatchSize)
 	return m, nil
 }
 
-// ShardFiles lists DIR/kto_packed/{split}-*.parquet in name order (the -0000i-of-0000N
-// names sort in training order).
+// ShardFiles lists the split's kto_packed shards that DIR's manifest lists, in training
+// order, without checking them (CheckedShards does).
 func ShardFiles(dir string, split Split) ([]string, error) {
-	files, err := filepath.Glob(filepath.Join(dir, PackedDir, string(split)+"-*.parquet"))
+	m, err := ReadManifest(dir)
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(files)
+	var files []string
+	for _, fi := range m.m.Shards(PackedDir, string(split)) {
+		files = append(files, filepath.Join(dir, filepath.FromSlash(fi.Path)))
+	}
 	if len(files) == 0 {
-		return nil, fmt.Errorf("%w: %s/%s-*.parquet", ErrNoShards, filepath.Join(dir, PackedDir), split)
+		return nil, fmt.Errorf("%w: the manifest lists no %s/%s-* shard", ErrNoShards, filepath.Join(dir, PackedDir), split)
 	}
 	return files, nil
+}
+
+// CheckedShards returns the split's kto_packed shards after checking each against the
+// manifest's size and sha256 (export.CheckShards: a shard from another run, a missing one
+// or an unlisted one is an error naming it), with their stamps for the reference cache.
+// Every shard is hashed here, once per run; nothing hashes it again. ErrNoShards when the
+// manifest lists none.
+func (m Manifest) CheckedShards(split Split) ([]string, []shardStamp, error) {
+	infos, err := export.CheckShards(m.dir, m.m, PackedDir, string(split))
+	if err != nil {
+		return nil, nil, err
+	}
+	if len(infos) == 0 {
+		return nil, nil, fmt.Errorf("%w: the manifest lists no %s/%s-* shard", ErrNoShards, filepath.Join(m.dir, PackedDir), split)
+	}
+	files := make([]string, len(infos))
+	stamps := make([]shardStamp, len(infos))
+	for i, fi := range infos {
+		files[i] = filepath.Join(m.dir, filepath.FromSlash(fi.Path))
+		stamps[i] = shardStamp{Name: path.Base(fi.Path), Size: fi.Bytes, SHA256: fi.SHA256}
+	}
+	return files, stamps, nil
+}
+
+// Lists reports whether the manifest lists any kto_packed shard of split.
+func (m Manifest) Lists(split Split) bool {
+	return m.m != nil && len(m.m.Shards(PackedDir, string(split))) > 0
 }
 
 // Shape fixes the sizes of every batch: rows of MaxLen tokens, BatchSize example slots, ids
@@ -187,8 +191,7 @@ type BatchReader struct {
 	files []string
 
 	fileIdx    int
-	file       *os.File
-	reader     *parquet.GenericReader[kto.PackedRow]
+	reader     *export.Reader[kto.PackedRow]
 	readerDone bool // reader reached its end; close it once buf is drained
 	rowInFile  int64
 	buf        []kto.PackedRow
@@ -207,10 +210,9 @@ func NewBatchReader(files []string, shape Shape) *BatchReader {
 
 // Close releases the open file.
 func (br *BatchReader) Close() error {
-	br.reader = nil
-	if br.file != nil {
-		err := br.file.Close()
-		br.file = nil
+	if br.reader != nil {
+		err := br.reader.Close()
+		br.reader = nil
 		return err
 	}
 	return nil
@@ -223,44 +225,25 @@ func (br *BatchReader) fileName() string {
 	return ""
 }
 
-// requiredColumns are the kto_packed columns the trainer reads.
-var requiredColumns = []string{"input_ids", "segment_ids", "position_ids", "loss_mask",
-	"segment_label", "segment_kl", "segment_example", "batch_index"}
+// shardErr makes export's error about a shard a DataError: export.FileError already names
+// the file, and the row group where one is known.
+func shardErr(path string, row int64, err error) error {
+	var fe *export.FileError
+	if errors.As(err, &fe) {
+		path, err = fe.Path, fe.Err
+	}
+	return &DataError{File: path, Row: row, Batch: -1, Err: fmt.Errorf("%w: %w", ErrBadShard, err)}
+}
 
-// openNext opens files[fileIdx], checking it is Parquet with the packed columns
-// (NewGenericReader panics on bad input; parquet.OpenFile returns errors).
+// openNext opens files[fileIdx] through export's reader, which checks that the columns are
+// kto_packed's and never panics on a damaged file.
 func (br *BatchReader) openNext() error {
 	path := br.files[br.fileIdx]
-	f, err := os.Open(path)
+	r, err := export.OpenReader[kto.PackedRow](path)
 	if err != nil {
-		return err
+		return shardErr(path, -1, err)
 	}
-	st, err := f.Stat()
-	if err != nil {
-		f.Close()
-		return err
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		f.Close()
-		return &DataError{File: path, Row: -1, Batch: -1, Err: fmt.Errorf("%w: %v", ErrBadShard, err)}
-	}
-	have := map[string]bool{}
-	for _, field := range pf.Schema().Fields() {
-		have[field.Name()] = true
-	}
-	for _, col := range requiredColumns {
-		if !have[col] {
-			f.Close()
-			return &DataError{File: path, Row: -1, Batch: -1, Err: fmt.Errorf("%w: no column %q", ErrBadShard, col)}
-		}
-	}
-	err = catchPanic(func() { br.reader = parquet.NewGenericReader[kto.PackedRow](pf) })
-	if err != nil {
-		f.Close()
-		return &DataError{File: path, Row: -1, Batch: -1, Err: fmt.Errorf("%w: %v", ErrBadShard, err)}
-	}
-	br.file = f
+	br.reader = r
 	br.rowInFile = 0
 	return nil
 }
@@ -287,20 +270,15 @@ func (br *BatchReader) nextRow() (kto.PackedRow, int64, error) {
 				return kto.PackedRow{}, 0, err
 			}
 		}
-		// Fresh rows each time: the reader may reuse the slices of the rows it is given.
+		// Fresh rows each time: the batch keeps them.
 		buf := make([]kto.PackedRow, 64)
-		var n int
-		var readErr error
-		if perr := catchPanic(func() { n, readErr = br.reader.Read(buf) }); perr != nil {
-			readErr = perr
-		}
+		n, readErr := br.reader.Read(buf)
 		br.buf, br.bufPos = buf[:n], 0
 		switch {
 		case readErr == io.EOF || (readErr == nil && n == 0):
 			br.readerDone = true
 		case readErr != nil:
-			return kto.PackedRow{}, 0, &DataError{File: br.fileName(), Row: br.rowInFile, Batch: -1,
-				Err: fmt.Errorf("%w: %v", ErrBadShard, readErr)}
+			return kto.PackedRow{}, 0, shardErr(br.fileName(), -1, readErr)
 		}
 	}
 }
@@ -519,4 +497,54 @@ func ScanSplit(files []string) (SplitStats, error) {
 	}
 	slices.Sort(st.Buckets)
 	return st, nil
+}
+
+// ErrWrongTokenizer marks data tokenized for another model than the one given.
+var ErrWrongTokenizer = errors.New("the data was tokenized for another model")
+
+// checkModel compares what the manifest says the ids were made with against the model,
+// before any weight is loaded: more ids than the model's vocabulary, the demo tokenizer
+// with pretrained weights, or a model directory whose tokenizer files are all other than
+// the one prep used (its sha256 is the file's) are errors. With only one tokenizer file in
+// the directory a mismatch may be the other format of the same tokenizer (prep given
+// tokenizer.json, the directory holding tokenizer.model): that is reported, not refused.
+func (m Manifest) checkModel(src ModelSource, status func(string)) error {
+	tok := m.Tokenizer
+	if m.VocabSize > src.Config.VocabSize {
+		name := "its tokenizer"
+		if tok.Name != "" {
+			name += " " + tok.Name
+		}
+		return fmt.Errorf("%w (%w): %s has %d ids, the model's vocab_size is %d", ErrWrongTokenizer, ErrBadModelConfig,
+			name, m.VocabSize, src.Config.VocabSize)
+	}
+	if !src.Weights || src.Dir == "" {
+		return nil
+	}
+	if tok.Demo {
+		return fmt.Errorf("%w: prep used the demo tokenizer, whose ids mean nothing to the pretrained weights in %s; run prep with --tokenizer %s",
+			ErrWrongTokenizer, src.Dir, src.Dir)
+	}
+	var found []string
+	for _, name := range []string{"tokenizer.json", "tokenizer.model"} {
+		p := filepath.Join(src.Dir, name)
+		_, sum, err := export.FileSHA256(p)
+		if err != nil {
+			continue
+		}
+		if sum == tok.SHA256 {
+			return nil
+		}
+		found = append(found, name)
+	}
+	switch len(found) {
+	case 0:
+		return nil
+	case 1:
+		status(fmt.Sprintf("warning: %s in %s is not the tokenizer the data was made with (%s, sha256 %.12s…); if it is the same tokenizer in another format, ignore this",
+			found[0], src.Dir, tok.Name, tok.SHA256))
+		return nil
+	}
+	return fmt.Errorf("%w: neither tokenizer file in %s has the sha256 of the tokenizer prep used (%s, %.12s…); run prep with --tokenizer %s",
+		ErrWrongTokenizer, src.Dir, tok.Name, tok.SHA256, src.Dir)
 }

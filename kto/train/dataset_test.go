@@ -1,15 +1,21 @@
 package train
 
 import (
+	stdcontext "context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"io"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
 
@@ -201,19 +207,22 @@ func TestBatchReaderErrors(t *testing.T) {
 
 func TestReadManifest(t *testing.T) {
 	dir := t.TempDir()
-	m, err := ReadManifest(dir)
-	if err != nil || m != (Manifest{}) {
-		t.Errorf("missing manifest: %+v, %v; want zero and nil", m, err)
+	if _, err := ReadManifest(dir); !errors.Is(err, export.ErrNoManifest) {
+		t.Errorf("missing manifest: err %v, want ErrNoManifest (a crashed prep leaves shards and no manifest)", err)
 	}
-	js := `{"config": {"max_len": 2048, "kto_batch_size": 8}, "tokenizer": {"vocab_size": 32768},
-		"kto": {"desirable_weight": 1.25, "undesirable_weight": 1.0}}`
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte(js), 0o644); err != nil {
+	m := export.NewManifest()
+	m.Config.MaxLen, m.Config.KTOBatchSize = 2048, 8
+	m.Tokenizer.VocabSize = 32768
+	m.KTO.DesirableWeight, m.KTO.UndesirableWeight = 1.25, 1
+	if err := export.WriteManifest(dir, m); err != nil {
 		t.Fatal(err)
 	}
-	m, err = ReadManifest(dir)
-	if err != nil || m.MaxLen != 2048 || m.BatchSize != 8 || m.VocabSize != 32768 || m.DesirableWeight != 1.25 ||
-		m.UndesirableWeight != 1 || len(m.SHA256) != 64 {
-		t.Errorf("manifest %+v, err %v", m, err)
+	data, _ := os.ReadFile(filepath.Join(dir, "manifest.json"))
+	sum := sha256.Sum256(data)
+	got, err := ReadManifest(dir)
+	if err != nil || got.MaxLen != 2048 || got.BatchSize != 8 || got.VocabSize != 32768 || got.DesirableWeight != 1.25 ||
+		got.UndesirableWeight != 1 || got.SHA256 != hex.EncodeToString(sum[:]) {
+		t.Errorf("manifest %+v, err %v", got, err)
 	}
 	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), []byte("{"), 0o644); err != nil {
 		t.Fatal(err)
@@ -223,11 +232,208 @@ func TestReadManifest(t *testing.T) {
 	}
 }
 
+// TestCheckedShards: the trainer reads only the shards its manifest lists, each with the
+// manifest's sha256; another run's shard, a missing one or an unlisted one is an error
+// naming the file.
+func TestCheckedShards(t *testing.T) {
+	fresh := func() (string, Manifest) {
+		dir := writeSynData(t, 3, 1)
+		m, err := ReadManifest(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return dir, m
+	}
+	dir, m := fresh()
+	files, stamps, err := m.CheckedShards(SplitTrain)
+	if err != nil || len(files) != 2 || len(stamps) != 2 {
+		t.Fatalf("intact data: %v, %v, %v", files, stamps, err)
+	}
+	for i, f := range files {
+		_, sum, _ := export.FileSHA256(f)
+		if stamps[i].SHA256 != sum || stamps[i].Name != filepath.Base(f) {
+			t.Errorf("stamp %+v for %s (sha256 %s)", stamps[i], f, sum)
+		}
+	}
+
+	// A shard of the same name from another run (other rows): ErrChecksum naming it.
+	other := writeSynDataSpec(t, 3, 1, synSpec{maxLen: synMaxLen, batch: synBatch, vocab: synVocab,
+		promptMin: 2, promptSpan: 2, complMin: 2, complSpan: 2})
+	copyFile(t, filepath.Join(other, PackedDir, "train-00001-of-00002.parquet"), files[1])
+	if _, _, err := m.CheckedShards(SplitTrain); !errors.Is(err, export.ErrChecksum) || !strings.Contains(err.Error(), files[1]) {
+		t.Errorf("shard from another run: %v, want ErrChecksum naming %s", err, files[1])
+	}
+
+	// A listed test shard gone: ErrMissingFile (evaluation used to be skipped silently).
+	dir, m = fresh()
+	test := filepath.Join(dir, PackedDir, "test-00000-of-00001.parquet")
+	if err := os.Remove(test); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := m.CheckedShards(SplitTest); !errors.Is(err, export.ErrMissingFile) || !strings.Contains(err.Error(), test) {
+		t.Errorf("missing test shard: %v, want ErrMissingFile naming %s", err, test)
+	}
+
+	// A shard the manifest does not list, beside the listed ones: ErrUnlisted.
+	dir, m = fresh()
+	extra := filepath.Join(dir, PackedDir, "train-00002-of-00003.parquet")
+	copyFile(t, filepath.Join(dir, PackedDir, "train-00000-of-00002.parquet"), extra)
+	if _, _, err := m.CheckedShards(SplitTrain); !errors.Is(err, export.ErrUnlisted) || !strings.Contains(err.Error(), extra) {
+		t.Errorf("unlisted shard: %v, want ErrUnlisted naming %s", err, extra)
+	}
+}
+
+// TestTrainChecksInputs: Run refuses, before step 1, a shard from another run and a missing
+// test shard, naming the file; --no-eval does not read the test split.
+func TestTrainChecksInputs(t *testing.T) {
+	dir := writeSynData(t, 2, 1)
+	test := filepath.Join(dir, PackedDir, "test-00000-of-00001.parquet")
+	if err := os.Remove(test); err != nil {
+		t.Fatal(err)
+	}
+	var steps int
+	opts := Options{DataDir: dir, Steps: 1, Backend: "go", OnStep: func(StepMetrics) { steps++ }}
+	if _, err := Run(stdcontext.Background(), opts); !errors.Is(err, export.ErrMissingFile) || !strings.Contains(err.Error(), test) || steps != 0 {
+		t.Errorf("missing test shard: err %v after %d steps, want ErrMissingFile naming %s before step 1", err, steps, test)
+	}
+	opts.NoEval = true
+	if _, err := Run(stdcontext.Background(), opts); err != nil || steps != 1 {
+		t.Errorf("--no-eval with the test shard missing: err %v, %d steps", err, steps)
+	}
+
+	dir = writeSynData(t, 2, 0)
+	shard := filepath.Join(dir, PackedDir, "train-00000-of-00002.parquet")
+	rows := readShard(t, shard)
+	rows[0].InputIDs[1] = (rows[0].InputIDs[1] + 1) % synVocab
+	writeShard(t, shard, rows)
+	steps = 0
+	opts = Options{DataDir: dir, Steps: 1, Backend: "go", OnStep: func(StepMetrics) { steps++ }}
+	if _, err := Run(stdcontext.Background(), opts); !errors.Is(err, export.ErrChecksum) || !strings.Contains(err.Error(), shard) || steps != 0 {
+		t.Errorf("changed shard: err %v after %d steps, want ErrChecksum naming %s before step 1", err, steps, shard)
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestBucketRows(t *testing.T) {
 	want := map[int]int{0: 1, 1: 1, 2: 2, 3: 3, 4: 4, 5: 6, 6: 6, 7: 8, 8: 8, 9: 12, 13: 16, 17: 24, 25: 32, 33: 48}
 	for n, w := range want {
 		if got := bucketSize(n); got != w {
 			t.Errorf("bucketSize(%d) = %d, want %d", n, got, w)
 		}
+	}
+}
+
+// TestCheckModel: the manifest's tokenizer against the model: vocabulary, the demo
+// tokenizer with pretrained weights, and the model directory's tokenizer files.
+func TestCheckModel(t *testing.T) {
+	dir := t.TempDir()
+	tokJSON := []byte(`{"model": {"type": "BPE"}}`)
+	sum := sha256.Sum256(tokJSON)
+	m := Manifest{VocabSize: 32768, Tokenizer: export.TokenizerInfo{Name: "mistral", SHA256: hex.EncodeToString(sum[:]), VocabSize: 32768}}
+	src := ModelSource{Config: ModelConfig{VocabSize: 32768}, Dir: dir, Weights: true}
+	var warned []string
+	status := func(s string) { warned = append(warned, s) }
+	if err := m.checkModel(src, status); err != nil {
+		t.Errorf("no tokenizer files in the model directory: %v", err)
+	}
+	small := src
+	small.Config.VocabSize = 32000
+	if err := m.checkModel(small, status); !errors.Is(err, ErrWrongTokenizer) {
+		t.Errorf("32768 ids for a vocab of 32000: %v, want ErrWrongTokenizer", err)
+	}
+	demo := m
+	demo.Tokenizer.Demo = true
+	if err := demo.checkModel(src, status); !errors.Is(err, ErrWrongTokenizer) {
+		t.Errorf("demo tokenizer with pretrained weights: %v, want ErrWrongTokenizer", err)
+	}
+	random := src
+	random.Weights = false
+	if err := demo.checkModel(random, status); err != nil {
+		t.Errorf("demo tokenizer with random weights: %v", err)
+	}
+	write := func(name string, data []byte) {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("tokenizer.model", []byte("another tokenizer"))
+	if err := m.checkModel(src, status); err != nil || len(warned) != 1 {
+		t.Errorf("one other tokenizer file: err %v, warnings %q; want one warning", err, warned)
+	}
+	write("tokenizer.json", []byte(`{"model": {"type": "Unigram"}}`))
+	if err := m.checkModel(src, status); !errors.Is(err, ErrWrongTokenizer) {
+		t.Errorf("both tokenizer files differ: %v, want ErrWrongTokenizer", err)
+	}
+	write("tokenizer.json", tokJSON)
+	if err := m.checkModel(src, status); err != nil {
+		t.Errorf("tokenizer.json is prep's: %v", err)
+	}
+}
+
+// TestDamagedShard: a shard with flipped bytes (footer, page index, pages) or cut short
+// gives an error naming the file, never a panic or a bare runtime error. The trainer itself
+// would refuse these by their sha256 first; this is the reader underneath (ScanSplit, the
+// batch reader) on files no manifest vouches for.
+func TestDamagedShard(t *testing.T) {
+	dir := writeSynData(t, 6, 0)
+	src := filepath.Join(dir, PackedDir, "train-00000-of-00002.parquet")
+	good, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(t.TempDir(), "train-00000-of-00001.parquet")
+	rng := rand.New(rand.NewPCG(3, 4))
+	var failures int
+	for trial := range 300 {
+		b := slices.Clone(good)
+		switch trial % 3 {
+		case 0: // near the end: footer and page index
+			for range 3 {
+				i := len(b) - 1 - rng.IntN(min(2000, len(b)))
+				b[i] ^= 1 << rng.IntN(8)
+			}
+		case 1: // anywhere
+			for range 3 {
+				b[rng.IntN(len(b))] ^= 1 << rng.IntN(8)
+			}
+		case 2:
+			b = b[:rng.IntN(len(b))]
+		}
+		if err := os.WriteFile(bad, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		var scanErr, readErr error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					t.Fatalf("trial %d: panic %v", trial, p)
+				}
+			}()
+			_, scanErr = ScanSplit([]string{bad})
+			_, readErr = readAll(t, []string{bad}, Shape{MaxLen: synMaxLen, BatchSize: synBatch, VocabSize: synVocab})
+		}()
+		for _, err := range []error{scanErr, readErr} {
+			if err == nil {
+				continue // a flip in statistics or padding can be harmless
+			}
+			failures++
+			var de *DataError
+			if !errors.As(err, &de) || de.File != bad || !strings.HasPrefix(err.Error(), bad+": ") {
+				t.Errorf("trial %d: %v; want a DataError naming %s", trial, err, bad)
+			}
+		}
+	}
+	if failures < 200 {
+		t.Errorf("only %d of 600 reads of damaged files failed", failures)
 	}
 }

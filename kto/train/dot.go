@@ -1,8 +1,10 @@
 package train
 
 import (
+	"runtime"
 	"slices"
 	"sync"
+	"weak"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/shapes"
@@ -21,12 +23,29 @@ type dotAxes struct {
 	lhsContracting, lhsBatch, rhsContracting, rhsBatch []int
 }
 
+// dotRegistry holds the axes of the nodes dot made, keyed by weak pointers: an entry lives
+// as long as its node (and so its graph) does, and a cleanup deletes it once the node is
+// collected. A process that builds graphs for many runs and shapes (tests, score after
+// train, shape buckets rebuilt under a small compile cache) keeps only the live ones'.
 var (
 	dotMu         sync.Mutex
-	dotRegistry   = map[*graph.Node]dotAxes{}
+	dotRegistry   = map[weak.Pointer[graph.Node]]dotAxes{}
 	dotInstall    sync.Once
 	originalDotFn graph.VJP
 )
+
+// dotRegistered is how many nodes dotRegistry holds.
+func dotRegistered() int {
+	dotMu.Lock()
+	defer dotMu.Unlock()
+	return len(dotRegistry)
+}
+
+func forgetDot(key weak.Pointer[graph.Node]) {
+	dotMu.Lock()
+	delete(dotRegistry, key)
+	dotMu.Unlock()
+}
 
 // installDotGeneralVJP swaps GomlX's DotGeneral gradient for dotGeneralVJP, once per
 // process. It changes nothing for DotGeneral nodes that dot did not create.
@@ -42,12 +61,14 @@ func installDotGeneralVJP() {
 func dot(lhs *graph.Node, lhsContracting, lhsBatch []int, rhs *graph.Node, rhsContracting, rhsBatch []int) *graph.Node {
 	installDotGeneralVJP()
 	out := graph.DotGeneral(lhs, lhsContracting, lhsBatch, rhs, rhsContracting, rhsBatch)
+	key := weak.Make(out)
 	dotMu.Lock()
-	dotRegistry[out] = dotAxes{
+	dotRegistry[key] = dotAxes{
 		lhsContracting: slices.Clone(lhsContracting), lhsBatch: slices.Clone(lhsBatch),
 		rhsContracting: slices.Clone(rhsContracting), rhsBatch: slices.Clone(rhsBatch),
 	}
 	dotMu.Unlock()
+	runtime.AddCleanup(out, forgetDot, key)
 	return out
 }
 
@@ -76,7 +97,7 @@ func iotaInts(start, n int) []int {
 // contracting the lhs free axes, each transposed back to its operand's axis order.
 func dotGeneralVJP(node *graph.Node, vjps []*graph.Node, outputShape shapes.Shape) []*graph.Node {
 	dotMu.Lock()
-	ax, ok := dotRegistry[node]
+	ax, ok := dotRegistry[weak.Make(node)]
 	dotMu.Unlock()
 	if !ok {
 		return originalDotFn(node, vjps, outputShape)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/internal/safetensors"
 )
 
@@ -75,7 +76,7 @@ func WriteRandomModel(dir string, cfg ModelConfig, configJSON []byte, dtype stri
 	if _, err := safetensors.WriteDir(dir, ts, maxShardBytes, map[string]string{"format": "pt"}); err != nil {
 		return err
 	}
-	return writeAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
+	return export.WriteAtomic(filepath.Join(dir, "config.json"), func(w io.Writer) error {
 		_, err := w.Write(append(out, '\n'))
 		return err
 	})

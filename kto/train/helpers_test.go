@@ -1,15 +1,16 @@
 package train
 
 import (
-	"encoding/json"
 	"fmt"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
 
+	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
 
@@ -178,16 +179,31 @@ func writeSynDataSpec(t testing.TB, trainBatches, testBatches int, spec synSpec)
 	if testBatches > 0 {
 		writeShard(t, filepath.Join(dir, PackedDir, "test-00000-of-00001.parquet"), test)
 	}
-	manifest := map[string]any{
-		"config":    map[string]any{"max_len": spec.maxLen, "kto_batch_size": spec.batch},
-		"tokenizer": map[string]any{"vocab_size": spec.vocab},
-		"kto":       map[string]any{"desirable_weight": 1.0, "undesirable_weight": 1.0},
+	writeSynManifest(t, dir, spec)
+	return dir
+}
+
+// writeSynManifest writes dir/manifest.json as prep would for the kto_packed shards in dir:
+// export's manifest, each shard listed with its size and sha256.
+func writeSynManifest(t testing.TB, dir string, spec synSpec) {
+	t.Helper()
+	m := export.NewManifest()
+	m.Config.MaxLen, m.Config.KTOBatchSize = spec.maxLen, spec.batch
+	m.Tokenizer.VocabSize = spec.vocab
+	m.KTO.DesirableWeight, m.KTO.UndesirableWeight = 1, 1
+	files, _ := filepath.Glob(filepath.Join(dir, PackedDir, "*.parquet"))
+	for _, f := range files {
+		size, sum, err := export.FileSHA256(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		name := filepath.Base(f)
+		m.Files = append(m.Files, export.FileInfo{Path: PackedDir + "/" + name, Format: export.FormatParquet,
+			Kind: PackedDir, Split: name[:strings.IndexByte(name, '-')], Bytes: size, SHA256: sum})
 	}
-	data, _ := json.MarshalIndent(manifest, "", "  ")
-	if err := os.WriteFile(filepath.Join(dir, "manifest.json"), data, 0o644); err != nil {
+	if err := export.WriteManifest(dir, m); err != nil {
 		t.Fatal(err)
 	}
-	return dir
 }
 
 func readShard(t testing.TB, path string) []kto.PackedRow {

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 
@@ -37,18 +38,10 @@ type LossConfig struct {
 
 // withDefaults fills zero fields.
 func (c LossConfig) withDefaults() LossConfig {
-	if c.Type == "" {
-		c.Type = LossKTO
-	}
-	if c.Beta == 0 {
-		c.Beta = DefaultBeta
-	}
-	if c.DesirableWeight == 0 {
-		c.DesirableWeight = DefaultDesirableWeight
-	}
-	if c.UndesirableWeight == 0 {
-		c.UndesirableWeight = DefaultUndesirableWeight
-	}
+	c.Type = cmp.Or(c.Type, LossKTO)
+	c.Beta = cmp.Or(c.Beta, DefaultBeta)
+	c.DesirableWeight = cmp.Or(c.DesirableWeight, DefaultDesirableWeight)
+	c.UndesirableWeight = cmp.Or(c.UndesirableWeight, DefaultUndesirableWeight)
 	return c
 }
 

@@ -1,6 +1,7 @@
 package train
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 
@@ -97,30 +98,15 @@ const (
 
 // withDefaults fills the zero fields that have a default known without the data.
 func (o *Options) withDefaults() {
-	if o.GradAccum == 0 {
-		o.GradAccum = 1
-	}
-	if o.Epochs == 0 {
-		o.Epochs = DefaultEpochs
-	}
-	if o.Seed == 0 {
-		o.Seed = DefaultSeed
-	}
-	if o.Ref == "" {
-		o.Ref = RefPrecomputed
-	}
-	if o.Scheduler == "" {
-		o.Scheduler = SchedulerLinear
-	}
-	if o.KeepCheckpoints == 0 {
-		o.KeepCheckpoints = DefaultKeepCheckpoints
-	}
-	if o.ClipGradNorm == 0 {
-		o.ClipGradNorm = DefaultClipGradNorm
-	}
-	if o.DType == "" {
-		o.DType = DTypeFloat32
-	}
+	// cmp.Or: the first non-zero, as kto.Config.WithDefaults fills its fields.
+	o.GradAccum = cmp.Or(o.GradAccum, 1)
+	o.Epochs = cmp.Or(o.Epochs, DefaultEpochs)
+	o.Seed = cmp.Or(o.Seed, DefaultSeed)
+	o.Ref = cmp.Or(o.Ref, RefPrecomputed)
+	o.Scheduler = cmp.Or(o.Scheduler, SchedulerLinear)
+	o.KeepCheckpoints = cmp.Or(o.KeepCheckpoints, DefaultKeepCheckpoints)
+	o.ClipGradNorm = cmp.Or(o.ClipGradNorm, DefaultClipGradNorm) // negative (off) and NaN (refused) stay
+	o.DType = cmp.Or(o.DType, DTypeFloat32)
 	o.LoRA = o.LoRA.withDefaults()
 }
 

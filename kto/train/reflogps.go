@@ -1,8 +1,6 @@
 package train
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,7 +9,7 @@ import (
 	"path/filepath"
 	"slices"
 
-	"github.com/parquet-go/parquet-go"
+	"github.com/ktoloader/ktoloader/export"
 )
 
 // RefMode says where the reference model's log-probs come from.
@@ -146,28 +144,12 @@ type refSidecar struct {
 	ParquetSHA256 string `json:"parquet_sha256"`
 }
 
-// shardStamp identifies a shard. Hashing reads the shards once more, which is cheap next
-// to running the model over them, and holds without a manifest.
+// shardStamp identifies a shard: its manifest entry, checked against the file by
+// Manifest.CheckedShards before the run reads it.
 type shardStamp struct {
 	Name   string `json:"name"`
 	Size   int64  `json:"size"`
 	SHA256 string `json:"sha256"`
-}
-
-func stampShards(files []string) ([]shardStamp, error) {
-	out := make([]shardStamp, len(files))
-	for i, f := range files {
-		st, err := os.Stat(f)
-		if err != nil {
-			return nil, err
-		}
-		sum, err := fileSHA256(f)
-		if err != nil {
-			return nil, err
-		}
-		out[i] = shardStamp{Name: filepath.Base(f), Size: st.Size(), SHA256: sum}
-	}
-	return out, nil
 }
 
 func (s refSidecar) sameInputs(o refSidecar) bool {
@@ -181,19 +163,6 @@ func (s refSidecar) sameInputs(o refSidecar) bool {
 func refPaths(dataDir string, split Split) (parquetPath, sidecarPath string) {
 	dir := filepath.Join(dataDir, RefDir)
 	return filepath.Join(dir, string(split)+".parquet"), filepath.Join(dir, string(split)+".json")
-}
-
-func fileSHA256(path string) (string, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // loadRefCache returns the cached log-probs when the sidecar matches want, or nil.
@@ -210,34 +179,12 @@ func loadRefCache(dataDir string, want refSidecar) (refLogProbs, error) {
 	if json.Unmarshal(data, &have) != nil || !have.sameInputs(want) {
 		return nil, nil
 	}
-	sum, err := fileSHA256(pqPath)
+	_, sum, err := export.FileSHA256(pqPath)
 	if err != nil || sum != have.ParquetSHA256 {
 		return nil, nil // a missing or changed cache is recomputed, not an error
 	}
-	f, err := os.Open(pqPath)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	pf, err := parquet.OpenFile(f, st.Size())
-	if err != nil {
-		return nil, nil
-	}
-	var rows []RefRow
-	if perr := catchPanic(func() {
-		r := parquet.NewGenericReader[RefRow](pf)
-		defer r.Close()
-		rows = make([]RefRow, r.NumRows())
-		n, rerr := r.Read(rows)
-		if rerr != nil && rerr != io.EOF {
-			panic(rerr)
-		}
-		rows = rows[:n]
-	}); perr != nil || len(rows) != have.Rows {
+	rows, err := export.ReadAll[RefRow](pqPath)
+	if err != nil || len(rows) != have.Rows {
 		return nil, nil
 	}
 	out := make(refLogProbs, len(rows))
@@ -247,28 +194,6 @@ func loadRefCache(dataDir string, want refSidecar) (refLogProbs, error) {
 	return out, nil
 }
 
-// writeAtomic writes a file via a temporary name in the same directory, synced, then renamed:
-// a crash never leaves a file that looks finished.
-func writeAtomic(path string, write func(w io.Writer) error) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := write(tmp); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
 // saveRefCache writes the Parquet file, then the sidecar naming its hash.
 func saveRefCache(dataDir string, sc refSidecar, logps refLogProbs) error {
 	pqPath, scPath := refPaths(dataDir, sc.Split)
@@ -276,22 +201,12 @@ func saveRefCache(dataDir string, sc refSidecar, logps refLogProbs) error {
 		return err
 	}
 	rows := logps.rows()
-	err := writeAtomic(pqPath, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[RefRow](w)
-		if _, err := pw.Write(rows); err != nil {
-			return err
-		}
-		return pw.Close()
-	})
-	if err != nil {
-		return err
-	}
-	sum, err := fileSHA256(pqPath)
+	sum, err := export.WriteParquetFile(pqPath, rows)
 	if err != nil {
 		return err
 	}
 	sc.Rows, sc.ParquetSHA256 = len(rows), sum
-	return writeAtomic(scPath, func(w io.Writer) error {
+	return export.WriteAtomic(scPath, func(w io.Writer) error {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		return enc.Encode(sc)

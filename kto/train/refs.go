@@ -18,11 +18,7 @@ func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
 }
 
 // openRefCache loads the split's cached reference log-probs, or starts an empty cache.
-func (s *runState) openRefCache(split Split, files []string) (*refCache, error) {
-	stamps, err := stampShards(files)
-	if err != nil {
-		return nil, err
-	}
+func (s *runState) openRefCache(split Split, stamps []shardStamp) (*refCache, error) {
 	sc := refSidecar{Split: split, ManifestSHA256: s.manifest.SHA256, Shards: stamps, Model: s.model,
 		Seed: s.opts.Seed, Init: refInitScheme, Weights: s.src.Fingerprint, DType: s.opts.DType, MaxLen: s.shape.MaxLen, BatchSize: s.shape.BatchSize}
 	cached, err := loadRefCache(s.opts.DataDir, sc)

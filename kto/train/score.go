@@ -6,7 +6,7 @@ import (
 
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
-	"github.com/parquet-go/parquet-go"
+	"github.com/ktoloader/ktoloader/export"
 )
 
 // ScoreOptions configure Score.
@@ -54,7 +54,7 @@ func score(opts ScoreOptions) ([]RefRow, error) {
 	if s.manifest, err = ReadManifest(o.DataDir); err != nil {
 		return nil, err
 	}
-	files, err := ShardFiles(o.DataDir, opts.Split)
+	files, _, err := s.manifest.CheckedShards(opts.Split)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +80,9 @@ func score(opts ScoreOptions) ([]RefRow, error) {
 		return nil, err
 	}
 	s.model = s.src.Config
+	if err := s.manifest.checkModel(s.src, s.status); err != nil {
+		return nil, err
+	}
 	s.shape.VocabSize = s.model.VocabSize
 	if err := s.checkModelFits(int(stats.MaxTokenID)); err != nil {
 		return nil, err
@@ -134,11 +137,6 @@ func score(opts ScoreOptions) ([]RefRow, error) {
 
 // WriteRefRows writes rows as Parquet in the schema of ref_logps/{split}.parquet.
 func WriteRefRows(path string, rows []RefRow) error {
-	return writeAtomic(path, func(w io.Writer) error {
-		pw := parquet.NewGenericWriter[RefRow](w)
-		if _, err := pw.Write(rows); err != nil {
-			return err
-		}
-		return pw.Close()
-	})
+	_, err := export.WriteParquetFile(path, rows)
+	return err
 }

@@ -20,6 +20,9 @@
 // train.Trainer because a step needs inputs the Trainer's (inputs, labels) → loss contract
 // does not carry well (reference log-probs, per-example masks), global-norm gradient
 // clipping and an LR schedule set from the host.
+//
+// It may import kto, export (to read prep's manifest), tokenize, loader, internal/safetensors
+// and internal/hub. It is the only package that imports GomlX.
 package train
 
 import (
@@ -185,8 +188,18 @@ func (s *runState) setup() error {
 	if s.manifest, err = ReadManifest(o.DataDir); err != nil {
 		return err
 	}
-	if s.train, err = ShardFiles(o.DataDir, SplitTrain); err != nil {
+	// Every shard read is checked against the manifest (size, sha256) before step 1: a shard
+	// copied from another run, or a listed one gone missing, is an error, never a silently
+	// different run.
+	var trainStamps, testStamps, stamps []shardStamp
+	var testFiles []string
+	if s.train, trainStamps, err = s.manifest.CheckedShards(SplitTrain); err != nil {
 		return err
+	}
+	if !o.NoEval && s.manifest.Lists(SplitTest) {
+		if testFiles, stamps, err = s.manifest.CheckedShards(SplitTest); err != nil {
+			return err
+		}
 	}
 	s.status(fmt.Sprintf("scanning %d train shard(s)", len(s.train)))
 	trainStats, err := ScanSplit(s.train)
@@ -198,20 +211,18 @@ func (s *runState) setup() error {
 		return fmt.Errorf("%w: the train split has no rows", ErrNoShards)
 	}
 	stats := trainStats
-	if !o.NoEval {
-		if files, ferr := ShardFiles(o.DataDir, SplitTest); ferr == nil {
-			testStats, err := ScanSplit(files)
-			if err != nil {
-				return err
+	if testFiles != nil {
+		testStats, err := ScanSplit(testFiles)
+		if err != nil {
+			return err
+		}
+		if testStats.Batches > 0 {
+			s.test, s.nTest, testStamps = testFiles, testStats.Batches, stamps
+			if testStats.MaxLen != trainStats.MaxLen {
+				return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
 			}
-			if testStats.Batches > 0 {
-				s.test, s.nTest = files, testStats.Batches
-				if testStats.MaxLen != trainStats.MaxLen {
-					return fmt.Errorf("%w: test rows have %d tokens, train rows %d", ErrBadRow, testStats.MaxLen, trainStats.MaxLen)
-				}
-				stats.MaxTokenID = max(stats.MaxTokenID, testStats.MaxTokenID)
-				stats.MaxExample = max(stats.MaxExample, testStats.MaxExample)
-			}
+			stats.MaxTokenID = max(stats.MaxTokenID, testStats.MaxTokenID)
+			stats.MaxExample = max(stats.MaxExample, testStats.MaxExample)
 		}
 	}
 	s.shape = Shape{MaxLen: s.manifest.MaxLen, BatchSize: s.manifest.BatchSize}
@@ -233,6 +244,9 @@ func (s *runState) setup() error {
 		return err
 	}
 	s.model = s.src.Config
+	if err := s.manifest.checkModel(s.src, s.status); err != nil {
+		return err
+	}
 	if err := s.checkModelFits(int(stats.MaxTokenID)); err != nil {
 		return err
 	}
@@ -298,11 +312,11 @@ func (s *runState) setup() error {
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
 	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
-		if s.refTrain, err = s.openRefCache(SplitTrain, s.train); err != nil {
+		if s.refTrain, err = s.openRefCache(SplitTrain, trainStamps); err != nil {
 			return err
 		}
 		if s.test != nil {
-			if s.refTest, err = s.openRefCache(SplitTest, s.test); err != nil {
+			if s.refTest, err = s.openRefCache(SplitTest, testStamps); err != nil {
 				return err
 			}
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/gomlx/gomlx/pkg/core/tensors"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/gomlx/gomlx/pkg/ml/context/initializers"
+	"github.com/ktoloader/ktoloader/export"
 )
 
 // runSyn trains on dir and returns the per-step metrics and the status messages.
@@ -209,7 +210,7 @@ func TestBadOptions(t *testing.T) {
 		want error
 	}{
 		{"no_data", Options{}, ErrBadOption},
-		{"missing_dir", Options{DataDir: filepath.Join(dir, "nope")}, ErrNoShards},
+		{"missing_dir", Options{DataDir: filepath.Join(dir, "nope")}, export.ErrNoManifest},
 		{"loss_type", Options{DataDir: dir, Loss: LossConfig{Type: "dpo"}}, ErrBadOption},
 		{"ref_mode", Options{DataDir: dir, Ref: "sometimes"}, ErrBadOption},
 		{"resume_without_dir", Options{DataDir: dir, Resume: true}, ErrBadOption},
@@ -316,6 +317,7 @@ func TestRefCacheFollowsData(t *testing.T) {
 	rows := readShard(t, files[0])
 	rows[0].InputIDs[1] = (rows[0].InputIDs[1] + 1) % synVocab
 	writeShard(t, files[0], rows)
+	writeSynManifest(t, dir, synDefault) // the new shard is this run's: its checksum in the manifest
 	if !computed(opts) {
 		t.Error("a changed shard must invalidate the cached reference log-probs")
 	}

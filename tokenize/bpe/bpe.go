@@ -1,4 +1,4 @@
-package tokenize
+package bpe
 
 import (
 	"strings"
@@ -178,6 +178,41 @@ func (c *chunkCache) put(chunk string, ids []int32) []int32 {
 	return c.curIDs[off:]
 }
 
+// appendSymbols appends the chunk's initial symbols (before any merge): a piece per
+// character, or its bytes' pieces. S is int32, or uint16 for a huge chunk of a vocabulary
+// below 65536 pieces (half the memory).
+func appendSymbols[S int32 | uint16](m *model, ids []S, chunk string, prefix bool) []S {
+	if prefix {
+		ids = append(ids, S(m.space))
+	}
+	for i := 0; i < len(chunk); {
+		c := chunk[i]
+		if c < utf8.RuneSelf {
+			if id := m.ascii[c]; id >= 0 {
+				ids = append(ids, S(id))
+			} else {
+				ids = append(ids, S(m.byteID[c]))
+			}
+			i++
+			continue
+		}
+		r, w := utf8.DecodeRuneInString(chunk[i:])
+		if id := m.charID(r); id >= 0 {
+			ids = append(ids, S(id))
+		} else {
+			raw := chunk[i : i+w]
+			if r == utf8.RuneError && w == 1 {
+				raw = replacementUTF8
+			}
+			for j := 0; j < len(raw); j++ {
+				ids = append(ids, S(m.byteID[raw[j]]))
+			}
+		}
+		i += w
+	}
+	return ids
+}
+
 // replacementUTF8 stands for a byte that is not valid UTF-8: SentencePiece's normalizer turns
 // it into U+FFFD (and Go's json decoding does the same), which then falls back to its bytes.
 const replacementUTF8 = "\uFFFD"
@@ -191,38 +226,15 @@ const noMerge = ^uint32(0)
 
 // bpe appends the ids of one chunk.
 func (s *scratch) bpe(m *model, dst []int32, chunk string, prefix bool) []int32 {
+	need := len(chunk) + 1 // a byte is at most one symbol
+	if need > s.large() && len(m.pieces) < 1<<16 {
+		return s.bpeLarge16(m, dst, chunk, prefix)
+	}
 	ids := s.ids[:0]
-	if need := len(chunk) + 1; cap(ids) < need && need > largeChunk {
-		ids = make([]int32, 0, need) // a byte is at most one symbol: no doubling of megabytes
+	if cap(ids) < need && need > largeChunk {
+		ids = make([]int32, 0, need) // no doubling of megabytes
 	}
-	if prefix {
-		ids = append(ids, m.space)
-	}
-	for i := 0; i < len(chunk); {
-		c := chunk[i]
-		if c < utf8.RuneSelf {
-			if id := m.ascii[c]; id >= 0 {
-				ids = append(ids, id)
-			} else {
-				ids = append(ids, m.byteID[c])
-			}
-			i++
-			continue
-		}
-		r, w := utf8.DecodeRuneInString(chunk[i:])
-		if id := m.charID(r); id >= 0 {
-			ids = append(ids, id)
-		} else {
-			raw := chunk[i : i+w]
-			if r == utf8.RuneError && w == 1 {
-				raw = replacementUTF8
-			}
-			for j := 0; j < len(raw); j++ {
-				ids = append(ids, m.byteID[raw[j]])
-			}
-		}
-		i += w
-	}
+	ids = appendSymbols(m, ids, chunk, prefix)
 	s.ids = ids
 	switch {
 	case len(ids) == 1:

@@ -1,4 +1,4 @@
-package tokenize
+package bpe
 
 import (
 	"bufio"
@@ -326,6 +326,35 @@ func TestLoadDirectory(t *testing.T) {
 	}
 	if _, err := Load(filepath.Join(empty, "missing.model")); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("missing file: %v, want os.ErrNotExist", err)
+	}
+}
+
+// TestLoadBrokenFiles: an empty or non-JSON tokenizer file is refused as malformed, naming
+// the file and what is wrong with it (an empty tokenizer.json used to be read as an empty
+// SentencePiece model: "trainer_spec.model_type: unsupported").
+func TestLoadBrokenFiles(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, content, want string }{
+		{"tokenizer.json", "", "the file is empty"},
+		{"tokenizer.model", " \n", "the file is empty"},
+		{"tokenizer.json", "not json", "not JSON"},
+		{"tokenizer.json", `{"model": `, "not JSON"},
+		{"tokenizer.json", "[1, 2]", "a JSON array"},
+	} {
+		sub := filepath.Join(dir, fmt.Sprintf("case%d", len(tc.content)))
+		os.MkdirAll(sub, 0o755)
+		p := filepath.Join(sub, tc.name)
+		if err := os.WriteFile(p, []byte(tc.content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		for _, arg := range []string{p, sub} { // the file, and the directory holding it
+			_, err := Load(arg)
+			var le *LoadError
+			if !errors.Is(err, ErrMalformedTokenizer) || !errors.As(err, &le) || le.Path != p || le.Field != "" ||
+				!strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Load(%s) with %q: %v; want ErrMalformedTokenizer naming %s and saying %q", arg, tc.content, err, p, tc.want)
+			}
+		}
 	}
 }
 

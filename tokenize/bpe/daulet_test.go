@@ -1,6 +1,6 @@
 //go:build daulet
 
-package tokenize
+package bpe
 
 import (
 	"slices"

@@ -1,8 +1,9 @@
-package tokenize
+package bpe
 
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -50,6 +51,14 @@ type metaspaceConfig struct {
 func parseHFJSON(data []byte) (*model, error) {
 	var f hfFile
 	if err := json.Unmarshal(data, &f); err != nil {
+		var syn *json.SyntaxError
+		var typ *json.UnmarshalTypeError
+		switch {
+		case errors.As(err, &syn):
+			return nil, &LoadError{Reason: fmt.Sprintf("not JSON (byte %d: %v)", syn.Offset, err), Err: ErrMalformedTokenizer}
+		case errors.As(err, &typ) && typ.Field == "":
+			return nil, &LoadError{Reason: fmt.Sprintf("a JSON %s, not the object of a tokenizer.json", typ.Value), Err: ErrMalformedTokenizer}
+		}
 		return nil, &LoadError{Reason: err.Error(), Err: ErrMalformedTokenizer}
 	}
 	if n := bytes.TrimSpace(f.Normalizer); len(n) > 0 && !bytes.Equal(n, []byte("null")) {

@@ -1,4 +1,6 @@
-package tokenize
+package bpe
+
+import "slices"
 
 // mergeLarge is mergeHeap for chunks of megabytes (a tool result without a single space is
 // one chunk): the same merges in the same order, in 6 to 8 bytes a symbol (ids, 16- or 32-bit ranks) instead of ~40
@@ -19,20 +21,44 @@ const (
 
 func (s *scratch) mergeLarge(m *model, dst []int32, ids []int32) []int32 {
 	if m.maxRank < 1<<16-1 {
-		return mergeLargeRanks(m, dst, ids, make([]uint16, len(ids)), 1<<16-1)
+		return mergeLargeRanks(m, dst, ids, -1, make([]uint16, len(ids)), 1<<16-1)
 	}
-	return mergeLargeRanks(m, dst, ids, make([]uint32, len(ids)), noMerge)
+	return mergeLargeRanks(m, dst, ids, -1, make([]uint32, len(ids)), noMerge)
 }
 
-// mergeLargeRanks is mergeLarge with ranks of type R (16 bits where the model allows: 2
-// bytes a symbol less); noMerge is R's largest value. ranks is not kept in the scratch: a
-// chunk this size is rare, and the memory goes back to the heap with it.
-func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, ranks []R, noMerge R) []int32 {
+// bpeLarge16 encodes a chunk of more than s.large() bytes for a vocabulary below 65536
+// pieces with 16-bit symbols (0xFFFF marks a merged-away one): 2 bytes a symbol instead of
+// int32's 4, and 2 more for its rank. A huge chunk (a 50 MB tool result without a space)
+// is what sets a row's peak memory. The symbols are not kept in the scratch.
+func (s *scratch) bpeLarge16(m *model, dst []int32, chunk string, prefix bool) []int32 {
+	ids := appendSymbols(m, make([]uint16, 0, len(chunk)+1), chunk, prefix)
+	if len(ids) < s.large() { // multi-byte characters: fewer symbols than bytes
+		wide := s.ids[:0]
+		for _, id := range ids {
+			wide = append(wide, int32(id))
+		}
+		s.ids = wide
+		if len(wide) <= smallChunk {
+			return append(dst, s.mergeSmall(m, wide)...)
+		}
+		return s.mergeHeap(m, dst, wide)
+	}
+	if m.maxRank < 1<<16-1 {
+		return mergeLargeRanks(m, dst, ids, 1<<16-1, make([]uint16, len(ids)), 1<<16-1)
+	}
+	return mergeLargeRanks(m, dst, ids, 1<<16-1, make([]uint32, len(ids)), noMerge)
+}
+
+// mergeLargeRanks is mergeLarge with symbols of type S (dead marks a merged-away one) and
+// ranks of type R (16 bits where the model allows: 2 bytes a symbol less); noMerge is R's
+// largest value. ranks is not kept in the scratch: a chunk this size is rare, and the
+// memory goes back to the heap with it.
+func mergeLargeRanks[S int32 | uint16, R uint16 | uint32](m *model, dst []int32, ids []S, dead S, ranks []R, noMerge R) []int32 {
 	n := len(ids)
 	for i := 0; i < n; i++ {
 		ranks[i] = noMerge
 		if i+1 < n {
-			if r, ok := m.pairs.get(ids[i], ids[i+1]); ok {
+			if r, ok := m.pairs.get(int32(ids[i]), int32(ids[i+1])); ok {
 				ranks[i] = R(r.rank)
 			}
 		}
@@ -77,7 +103,7 @@ func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, rank
 		}
 	}
 	next := func(i int) int {
-		for i++; i < n && ids[i] < 0; i++ {
+		for i++; i < n && ids[i] == dead; i++ {
 		}
 		if i >= n {
 			return -1
@@ -85,13 +111,13 @@ func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, rank
 		return i
 	}
 	prev := func(i int) int {
-		for i--; i >= 0 && ids[i] < 0; i-- {
+		for i--; i >= 0 && ids[i] == dead; i-- {
 		}
 		return i
 	}
 	rankAt := func(i int) R {
 		if j := next(i); j >= 0 {
-			if r, ok := m.pairs.get(ids[i], ids[j]); ok {
+			if r, ok := m.pairs.get(int32(ids[i]), int32(ids[j])); ok {
 				return R(r.rank)
 			}
 		}
@@ -112,8 +138,8 @@ func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, rank
 			i++
 		}
 		j := next(i)
-		r, _ := m.pairs.get(ids[i], ids[j])
-		ids[i], ids[j] = r.id, -1
+		r, _ := m.pairs.get(int32(ids[i]), int32(ids[j]))
+		ids[i], ids[j] = S(r.id), dead
 		ranks[j] = noMerge
 		ranks[i] = rankAt(i)
 		update(j)
@@ -123,10 +149,19 @@ func mergeLargeRanks[R uint16 | uint32](m *model, dst []int32, ids []int32, rank
 			update(p)
 		}
 	}
+	// Compact the survivors in place, then grow dst once to the exact size: appending one
+	// by one would grow it by a quarter at a time, old and new arrays both live.
+	ranks, tree = nil, nil
+	w := 0
 	for _, id := range ids {
-		if id >= 0 {
-			dst = append(dst, id)
+		if id != dead {
+			ids[w] = id
+			w++
 		}
+	}
+	dst = slices.Grow(dst, w)
+	for _, id := range ids[:w] {
+		dst = append(dst, int32(id))
 	}
 	return dst
 }

@@ -1,4 +1,13 @@
-package tokenize
+// Package bpe is the base tokenizer of package tokenize (the level torchtune calls the base
+// tokenizer): text in, ids out, and back, with no chat template and no control tokens from
+// text. It loads Mistral's tokenizer.model (SentencePiece protobuf, spmodel.go) and
+// tokenizer.json (Hugging Face, hfjson.go) into one model (model.go) and encodes with a
+// merge-rank BPE (bpe.go, bpe_large.go) that reproduces SentencePiece and Hugging Face
+// tokenizers token for token; daulet.go (build tag daulet) wraps the Rust tokenizers library
+// itself, as the reference the tests compare with.
+//
+// It imports only the standard library and protowire; tokenize imports it.
+package bpe
 
 import (
 	"bytes"
@@ -64,10 +73,10 @@ type EncodeOptions struct {
 	ParseSpecial bool
 }
 
-// File names looked for in a directory, in order of preference. tokenizer.json comes first:
+// DirFiles are the file names Load (and tokenize.Resolve) look for in a directory, in order of preference. tokenizer.json comes first:
 // the training contract is Hugging Face tokenizers on it (DESIGN.md); for Mistral v0.3 both
 // files give identical ids (tested), so the choice only matters for other tokenizers.
-var dirFiles = []string{"tokenizer.json", "tokenizer.model"}
+var DirFiles = []string{"tokenizer.json", "tokenizer.model"}
 
 // Load reads a tokenizer.json or tokenizer.model file (told apart by content, so
 // tokenizer.model.v3 works too), or a directory holding one (tokenizer.json preferred).
@@ -79,7 +88,7 @@ func Load(path string) (*Tokenizer, error) {
 	file := path
 	if st.IsDir() {
 		file = ""
-		for _, name := range dirFiles {
+		for _, name := range DirFiles {
 			p := filepath.Join(path, name)
 			if fst, err := os.Stat(p); err == nil && !fst.IsDir() {
 				file = p
@@ -95,9 +104,17 @@ func Load(path string) (*Tokenizer, error) {
 		return nil, err
 	}
 	var t *Tokenizer
-	if trimmed := bytes.TrimLeft(data, " \t\r\n"); len(trimmed) > 0 && trimmed[0] == '{' {
+	trimmed := bytes.TrimLeft(data, " \t\r\n")
+	switch {
+	case len(trimmed) == 0:
+		// An empty file parses as an empty ModelProto, whose defaults name a model type this
+		// BPE does not implement: say what is wrong instead.
+		return nil, &LoadError{Path: file, Reason: fmt.Sprintf("the file is empty (%d bytes)", len(data)), Err: ErrMalformedTokenizer}
+	case trimmed[0] == '{' || strings.EqualFold(filepath.Ext(file), ".json"):
+		// A .json name is Hugging Face's format whatever it holds: its JSON error says more
+		// than a protobuf decoder's guess at non-JSON text.
 		t, err = newTokenizer(data, parseHFJSON)
-	} else {
+	default:
 		t, err = newTokenizer(data, parseModelProto)
 	}
 	if err != nil {
@@ -345,6 +362,10 @@ func (t *Tokenizer) SHA256() string { return t.sum }
 // Name is the file the tokenizer was loaded from, as given (a directory given to Load is
 // joined with the file chosen in it); empty for LoadModelProto and LoadHFJSON.
 func (t *Tokenizer) Name() string { return t.name }
+
+// SetName sets what Name reports: a resolver that loaded the bytes of a downloaded file
+// names the file's place in the cache. Call it before sharing the tokenizer.
+func (t *Tokenizer) SetName(name string) { t.name = name }
 
 // String describes the tokenizer for logs.
 func (t *Tokenizer) String() string {
