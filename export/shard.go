@@ -81,9 +81,39 @@ type WriterOptions struct {
 	// RowGroupRows is the most rows in a Parquet row group or Arrow record batch
 	// (default DefaultRowGroupRows).
 	RowGroupRows int64
+	// LargeText writes the text columns (prompt, completion, behavior, source,
+	// segment_source) without min/max statistics: parquet-go puts each page's whole min and
+	// max value in its header and the column chunk's in the footer, so one 50 MB prompt made
+	// a 300 MB shard whose page header (over 4 MiB) no reader accepts. Prep sets it for a run
+	// that wrote a text over MaxTextBytes (see IsLargeText); other runs keep the statistics,
+	// so their files do not change.
+	LargeText bool
 	// BeforeRename, when set, is called by Close with the final paths of the shards before
 	// they are renamed into place (internal/outdir journals them); its error fails Close.
 	BeforeRename func(paths []string) error
+}
+
+// MaxTextBytes is the longest text (prompt, completion, behavior or source) a run may hold
+// and still write min/max statistics for its text columns (WriterOptions.LargeText). Chat
+// rows are kilobytes; 256 KiB keeps a page header's two copies well under readers' limits.
+const MaxTextBytes = 256 << 10
+
+// IsLargeText reports whether a text of n bytes is over MaxTextBytes.
+func IsLargeText(n int) bool { return n > MaxTextBytes }
+
+// textColumnOptions are the parquet-go options that leave T's text (byte array) columns
+// without page statistics and column chunk bounds.
+func textColumnOptions[T any]() []parquet.WriterOption {
+	schema := parquet.SchemaOf(new(T))
+	var opts []parquet.WriterOption
+	for _, path := range schema.Columns() {
+		leaf, ok := schema.Lookup(path...)
+		if !ok || leaf.Node.Type().Kind() != parquet.ByteArray {
+			continue
+		}
+		opts = append(opts, parquet.SkipPageStatistics(path...), parquet.SkipPageBounds(path...))
+	}
+	return opts
 }
 
 // FileInfo describes one finished shard file, as the manifest lists it.
@@ -241,11 +271,15 @@ func (w *ShardWriter[T]) open() error {
 			continue
 		}
 		sf.format = FormatParquet
-		pw := parquet.NewGenericWriter[T](sf,
+		opts := []parquet.WriterOption{
 			parquet.Compression(zstdCodec),
 			parquet.MaxRowsPerRowGroup(w.opt.RowGroupRows),
 			&parquet.WriterConfig{CreatedBy: CreatedBy},
-		)
+		}
+		if w.opt.LargeText {
+			opts = append(opts, textColumnOptions[T]()...)
+		}
+		pw := parquet.NewGenericWriter[T](sf, opts...)
 		sf.pq = pw
 		sf.pqWrite = func(rows reflect.Value) error {
 			_, err := pw.Write(rows.Interface().([]T))

@@ -123,6 +123,8 @@ func Merge(cfg MergeConfig) (*export.Manifest, error) {
 	if len(notes) > 0 {
 		m.Counts.Notes = notes
 	}
+	wopt.LargeText = HasLargeText(m) // as prep of the whole input would: any run's large text
+
 	if m.Split, err = mergeSplitStats(runs); err != nil {
 		return nil, err
 	}

@@ -29,6 +29,7 @@ type worked struct {
 	textTools  bool
 	trimmed    bool
 	unpaired   int  // tool messages whose tool_call_id no earlier call carries
+	largeText  bool // a text over export.MaxTextBytes (NoteLargeText)
 	other      bool // the row belongs to another shard: skipped, not counted
 }
 
@@ -44,6 +45,15 @@ const (
 	NoteUnpairedToolResults     = "unpaired_tool_results"
 	NoteRowsWithUnpairedResults = "rows_with_unpaired_tool_results"
 )
+
+// NoteLargeText counts the rows with a text (prompt, completion, behavior, source) over
+// export.MaxTextBytes. A run with any writes its text columns without min/max statistics
+// (export.WriterOptions.LargeText); merge reads the note back (HasLargeText) so its files
+// follow the same rule.
+const NoteLargeText = "rows_with_large_text"
+
+// HasLargeText reports whether a run's manifest counts rows with a large text.
+func HasLargeText(m *export.Manifest) bool { return m.Counts.Notes[NoteLargeText] > 0 }
 
 // passOne streams every input through the workers: each record is parsed, validated,
 // rendered, placed in a shard, tokenized, truncated, keyed and encoded for the spill on a
@@ -135,6 +145,7 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			w.plen, w.clen = len(ex.PromptIDs), len(ex.CompletionIDs)
 			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, res.Trimmed > 0
 			w.unpaired = ex.UnpairedResults
+			w.largeText = export.IsLargeText(max(len(ex.Prompt), len(ex.Completion), len(ex.Behavior), len(ex.Source)))
 		}
 		emit := func(it *item[worked]) error {
 			seen++
@@ -181,6 +192,9 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			if w.unpaired > 0 {
 				p.notes[NoteUnpairedToolResults] += int64(w.unpaired)
 				p.notes[NoteRowsWithUnpairedResults]++
+			}
+			if w.largeText {
+				p.notes[NoteLargeText]++
 			}
 			return nil
 		}

@@ -182,6 +182,7 @@ func Run(cfg Config) (*export.Manifest, error) {
 	if len(p1.notes) > 0 {
 		m.Counts.Notes = p1.notes
 	}
+	cfg.Writer.LargeText = HasLargeText(m)
 	if cfg.MaxReject > 0 && m.Counts.Read > 0 && float64(m.Counts.Rejected) > cfg.MaxReject*float64(m.Counts.Read) {
 		return nil, fmt.Errorf("%w: %d of %d rows (limit %.3g)", ErrTooManyRejects, m.Counts.Rejected, m.Counts.Read, cfg.MaxReject)
 	}
