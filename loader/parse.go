@@ -30,6 +30,17 @@ func (c Config) maxLine() int {
 // ParseRow decodes and validates one JSON row. On a bad row it returns a *RowError carrying
 // file, line, field path and reason (and the raw line).
 func ParseRow(data []byte, file string, line int64, cfg Config) (Row, error) {
+	row, err := parseRowRaw(data, file, line, cfg)
+	if err != nil {
+		err.Raw = append([]byte(nil), data...)
+		return Row{}, err
+	}
+	row.Raw = append([]byte(nil), data...)
+	return row, nil
+}
+
+// parseRowRaw is ParseRow without Raw.
+func parseRowRaw(data []byte, file string, line int64, cfg Config) (Row, *RowError) {
 	row, ok := fastRow(data, cfg)
 	var rerr *RowError
 	if !ok {
@@ -37,11 +48,22 @@ func ParseRow(data []byte, file string, line int64, cfg Config) (Row, error) {
 	}
 	if rerr != nil {
 		rerr.File, rerr.Line = file, line
-		rerr.Raw = append([]byte(nil), data...)
 		return Row{}, rerr
 	}
 	row.File, row.Line = file, line
-	row.Raw = append([]byte(nil), data...)
+	return row, nil
+}
+
+// ParseOwnedRow is ParseRow for data that the caller hands over (from
+// Reader.ReadOwnedRecord): the row, or its error, keeps data itself as Raw instead of a copy.
+// The caller must not change data afterwards.
+func ParseOwnedRow(data []byte, file string, line int64, cfg Config) (Row, error) {
+	row, err := parseRowRaw(data, file, line, cfg)
+	if err != nil {
+		err.Raw = data
+		return Row{}, err
+	}
+	row.Raw = data
 	return row, nil
 }
 

@@ -22,7 +22,8 @@ type passOneResult struct {
 
 // worked is a worker's output for one valid row of this shard.
 type worked struct {
-	rec        []byte // the spill record
+	rec        []byte            // the spill record
+	big        *tokenize.Example // instead of rec, for a record of bigRecord bytes or more: streamed by emit
 	key        kto.Key
 	plen, clen int
 	repaired   int
@@ -62,7 +63,7 @@ func HasLargeText(m *export.Manifest) bool { return m.Counts.Notes[NoteLargeText
 func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *export.Manifest) (_ *passOneResult, err error) {
 	p := &passOneResult{notes: map[string]int64{}}
 	ktoCfg := cfg.KTO
-	path, err := rowpath.New(rowpath.Config{Loader: cfg.Loader, Mistral: mistral, KTO: &ktoCfg})
+	path, err := rowpath.New(rowpath.Config{Loader: cfg.Loader, Mistral: mistral, KTO: &ktoCfg, Lean: true})
 	if err != nil {
 		return nil, err
 	}
@@ -123,8 +124,8 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 				res.Reject = it.bad
 			} else {
 				keep := func(rd *tokenize.Rendering) bool { return !sharded || mine(groupOf(rd)) }
-				res = path.Line(it.data, name, it.line, keep)
-				it.data = nil // the row (or its error) holds its own copy as Raw
+				res = path.LineOwned(it.data, name, it.line, keep)
+				it.data = nil // the row (or its error) holds it as Raw
 			}
 			switch {
 			case res.Skipped:
@@ -140,8 +141,11 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			ex := &res.Example
 			w := &it.out
 			w.key = kto.KeyOf(ex)
-			size := 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source) + len(ex.Behavior) + 64
-			w.rec = encodeExample(make([]byte, 0, size), ex)
+			if size := recordSize(ex); size < bigRecord {
+				w.rec = encodeExample(make([]byte, 0, size), ex)
+			} else {
+				w.big = ex // its record would be a second copy of its texts
+			}
 			w.plen, w.clen = len(ex.PromptIDs), len(ex.CompletionIDs)
 			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, res.Trimmed > 0
 			w.unpaired = ex.UnpairedResults
@@ -170,7 +174,13 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			}
 			w := &it.out
 			at := loc{off: sp.size, n: uint32(len(w.rec))}
-			if _, err := sp.AppendRecord(w.rec); err != nil {
+			if w.big != nil {
+				_, n, err := sp.AppendExample(w.big)
+				if err != nil {
+					return err
+				}
+				at.n, w.big = n, nil
+			} else if _, err := sp.AppendRecord(w.rec); err != nil {
 				return err
 			}
 			m.Counts.Written++
@@ -198,7 +208,7 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			}
 			return nil
 		}
-		err = ordered(cfg.Workers, cfg.Workers*64, r.ReadRecord, work, emit)
+		err = ordered(cfg.Workers, cfg.Workers*64, r.ReadOwnedRecord, work, emit)
 		sum, size := r.Digest()
 		m.Inputs = append(m.Inputs, export.Input{Name: in.Name, SHA256: sum, Bytes: size})
 		if cerr := r.Close(); err == nil && cerr != nil {

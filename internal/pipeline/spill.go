@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"os"
+	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/tokenize"
@@ -103,10 +104,75 @@ func encodeExample(b []byte, ex *tokenize.Example) []byte {
 	return b
 }
 
+// bigRecord: a record at least this long is streamed to the spill (AppendExample) and read
+// back field by field (GetAt), never built or read whole: a 50 MB prompt is then in memory
+// once on each side, not two or three times.
+const bigRecord = 1 << 20
+
+// recordSize is an upper bound on the length of ex's record.
+func recordSize(ex *tokenize.Example) int {
+	return 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source) + len(ex.Behavior) + 64
+}
+
 // Append writes one example and returns its index.
 func (s *spill) Append(ex *tokenize.Example) (int, error) {
+	if recordSize(ex) >= bigRecord {
+		i, _, err := s.AppendExample(ex)
+		return i, err
+	}
 	s.buf = encodeExample(s.buf[:0], ex)
 	return s.AppendRecord(s.buf)
+}
+
+// AppendExample writes ex's record (the bytes encodeExample makes) straight into the file's
+// buffer, texts without a copy, and returns its index and length.
+func (s *spill) AppendExample(ex *tokenize.Example) (int, uint32, error) {
+	b := putIDs(s.buf[:0], ex.PromptIDs)
+	b = putIDs(b, ex.CompletionIDs)
+	b = putRuns(b, ex.PromptAssistant)
+	n := 0
+	var err error
+	write := func(b []byte) {
+		if err == nil {
+			_, err = s.w.Write(b)
+			n += len(b)
+		}
+	}
+	str := func(b []byte, v string) []byte {
+		write(putU(b, uint64(len(v))))
+		if err == nil {
+			_, err = s.w.WriteString(v)
+			n += len(v)
+		}
+		return b[:0]
+	}
+	b = str(b, ex.Prompt)
+	b = str(b, ex.Completion)
+	flags := byte(0)
+	if ex.Label {
+		flags |= 1
+	}
+	if ex.TextWithTools {
+		flags |= 2
+	}
+	b = str(append(b, flags), ex.Behavior)
+	b = str(b, ex.Source)
+	b = putU(b, uint64(ex.RepairedIDs))
+	b = binary.LittleEndian.AppendUint64(b, ex.Group)
+	write(b)
+	s.buf = b[:0]
+	if err != nil {
+		return 0, 0, err
+	}
+	if n > math.MaxUint32 {
+		return 0, 0, fmt.Errorf("spill: a record of %d bytes", n)
+	}
+	s.size += int64(n)
+	s.count++
+	if !s.noIndex {
+		s.off = append(s.off, s.size)
+	}
+	return s.count - 1, uint32(n), nil
 }
 
 // AppendRecord writes one record made by encodeExample and returns its index.
@@ -145,14 +211,21 @@ func (s *spill) Get(i int) (tokenize.Example, error) {
 
 // GetAt reads back the example whose record is n bytes at off.
 func (s *spill) GetAt(off int64, n uint32) (tokenize.Example, error) {
-	if uint32(cap(s.buf)) < n {
-		s.buf = make([]byte, n)
+	var d decoder
+	if n >= bigRecord {
+		// Field by field from the file: each text is read into its own string.
+		d.r = bufio.NewReaderSize(io.NewSectionReader(s.f, off, int64(n)), 64<<10)
+		d.left = int64(n)
+	} else {
+		if uint32(cap(s.buf)) < n {
+			s.buf = make([]byte, n)
+		}
+		b := s.buf[:n]
+		if _, err := s.f.ReadAt(b, off); err != nil && err != io.EOF {
+			return tokenize.Example{}, err
+		}
+		d.b = b
 	}
-	b := s.buf[:n]
-	if _, err := s.f.ReadAt(b, off); err != nil && err != io.EOF {
-		return tokenize.Example{}, err
-	}
-	d := decoder{b: b}
 	var ex tokenize.Example
 	ex.PromptIDs = d.ids()
 	ex.CompletionIDs = d.ids()
@@ -164,10 +237,8 @@ func (s *spill) GetAt(off int64, n uint32) (tokenize.Example, error) {
 	ex.Behavior = d.str()
 	ex.Source = d.str()
 	ex.RepairedIDs = int(d.u())
-	if len(d.b) >= 8 {
-		ex.Group = binary.LittleEndian.Uint64(d.b)
-	} else {
-		d.err = errCorruptSpill
+	if g := d.take(8); len(g) == 8 {
+		ex.Group = binary.LittleEndian.Uint64(g)
 	}
 	if d.err != nil {
 		return ex, fmt.Errorf("record at %d: %w", off, d.err)
@@ -185,12 +256,34 @@ func (s *spill) Close() error {
 	return err
 }
 
+// decoder reads a record from b, or, for a big record, from r (left bytes of it remain).
 type decoder struct {
-	b   []byte
-	err error
+	b    []byte
+	r    *bufio.Reader
+	left int64
+	err  error
+}
+
+// remaining is how many bytes of the record are left.
+func (d *decoder) remaining() uint64 {
+	if d.r != nil {
+		return uint64(d.left)
+	}
+	return uint64(len(d.b))
 }
 
 func (d *decoder) u() uint64 {
+	if d.err != nil {
+		return 0
+	}
+	if d.r != nil {
+		v, err := binary.ReadUvarint(d)
+		if err != nil {
+			d.err = errCorruptSpill
+			return 0
+		}
+		return v
+	}
 	v, n := binary.Uvarint(d.b)
 	if n <= 0 {
 		d.err = errCorruptSpill
@@ -200,21 +293,59 @@ func (d *decoder) u() uint64 {
 	return v
 }
 
-func (d *decoder) byte() byte {
-	if len(d.b) == 0 {
-		d.err = errCorruptSpill
-		return 0
+// ReadByte is the stream's, for binary.ReadUvarint.
+func (d *decoder) ReadByte() (byte, error) {
+	if d.left <= 0 {
+		return 0, io.ErrUnexpectedEOF
 	}
-	c := d.b[0]
-	d.b = d.b[1:]
-	return c
+	c, err := d.r.ReadByte()
+	d.left--
+	return c, err
+}
+
+func (d *decoder) byte() byte {
+	if b := d.take(1); len(b) == 1 {
+		return b[0]
+	}
+	return 0
+}
+
+// take returns the next n bytes (valid until the next call), or nil and the error set.
+func (d *decoder) take(n uint64) []byte {
+	if d.err != nil || n > d.remaining() {
+		d.err = errCorruptSpill
+		return nil
+	}
+	if d.r != nil {
+		b := make([]byte, n)
+		if _, err := io.ReadFull(d.r, b); err != nil {
+			d.err = errCorruptSpill
+			return nil
+		}
+		d.left -= int64(n)
+		return b
+	}
+	b := d.b[:n]
+	d.b = d.b[n:]
+	return b
 }
 
 func (d *decoder) str() string {
 	n := d.u()
-	if d.err != nil || n > uint64(len(d.b)) {
+	if d.err != nil || n > d.remaining() {
 		d.err = errCorruptSpill
 		return ""
+	}
+	if d.r != nil {
+		// Read into the string itself: no record buffer and no second copy.
+		var sb strings.Builder
+		sb.Grow(int(n))
+		if _, err := io.CopyN(&sb, d.r, int64(n)); err != nil {
+			d.err = errCorruptSpill
+			return ""
+		}
+		d.left -= int64(n)
+		return sb.String()
 	}
 	s := string(d.b[:n])
 	d.b = d.b[n:]
@@ -229,7 +360,7 @@ func (d *decoder) runs() []bool {
 	}
 	want := w - 1
 	k := d.u()
-	if d.err != nil || want > math.MaxInt32 || k > want+1 || k > uint64(len(d.b)) {
+	if d.err != nil || want > math.MaxInt32 || k > want+1 || k > d.remaining() {
 		d.err = errCorruptSpill
 		return nil
 	}
@@ -255,14 +386,17 @@ func (d *decoder) runs() []bool {
 
 func (d *decoder) ids() []int32 {
 	n := d.u()
-	if d.err != nil || n > math.MaxInt32 || 4*n > uint64(len(d.b)) {
+	if d.err != nil || n > math.MaxInt32 || 4*n > d.remaining() {
 		d.err = errCorruptSpill
+		return nil
+	}
+	b := d.take(4 * n)
+	if d.err != nil {
 		return nil
 	}
 	ids := make([]int32, n)
 	for i := range ids {
-		ids[i] = int32(binary.LittleEndian.Uint32(d.b[4*i:]))
+		ids[i] = int32(binary.LittleEndian.Uint32(b[4*i:]))
 	}
-	d.b = d.b[4*n:]
 	return ids
 }

@@ -70,14 +70,15 @@ func (b *byteBudget) stop() {
 	b.cond.Broadcast()
 }
 
-// recordReader is what ordered reads: loader.Reader.ReadRecord.
+// recordReader is what ordered reads: loader.Reader.ReadOwnedRecord, whose records are the
+// item's to keep (a huge line is handed over, not copied).
 type recordReader func() (data []byte, line int64, err error)
 
 // ordered runs work on every record with n workers and hands the items to emit in input
 // order, so the output does not depend on n or on scheduling. Parsing happens in work, on
 // the workers: only the line splitting (and decompression) is serial. At most window records
 // are in flight at once: memory is bounded by the window, not by the input. next yields
-// records as loader.Reader.ReadRecord does (a *loader.RowError for a line it refuses, io.EOF
+// records as loader.Reader.ReadOwnedRecord does (a *loader.RowError for a line it refuses, io.EOF
 // at the end, anything else is a stream error that ends the run). emit returning an error
 // stops everything.
 func ordered[T any](n, window int, next recordReader, work func(*item[T]), emit func(it *item[T]) error) error {
@@ -121,7 +122,7 @@ func ordered[T any](n, window int, next recordReader, work func(*item[T]), emit 
 				if !budget.acquire(it.cost) {
 					return
 				}
-				it.data = append([]byte(nil), data...) // next reuses its buffer
+				it.data = data
 			}
 			select {
 			case jobs <- it:

@@ -20,6 +20,7 @@ type Path struct {
 	render  *tokenize.Renderer // no tokenizer: validate
 	mistral *tokenize.Mistral  // with a tokenizer: render and prep
 	kto     *kto.Config        // nil: no size check and no truncation (render)
+	lean    bool
 }
 
 // Config says how far the path goes: Mistral nil stops after the template (no ids, no
@@ -29,11 +30,16 @@ type Config struct {
 	Render  tokenize.Options // the template's options when Mistral is nil (Mistral has its own)
 	Mistral *tokenize.Mistral
 	KTO     *kto.Config
+	// Lean (prep) drops each row's text once it is no longer needed: the messages (in
+	// Result.Row and Result.Rendering) before tokenizing, the rendered segments after, so
+	// that a 50 MB tool result is not held three times beside the BPE's working set.
+	// Result.Row.Messages, Result.Rendering.Messages, .Prompt and .Completion are then nil.
+	Lean bool
 }
 
 // New checks cfg's rendering options.
 func New(cfg Config) (*Path, error) {
-	p := &Path{loader: cfg.Loader, mistral: cfg.Mistral, kto: cfg.KTO}
+	p := &Path{loader: cfg.Loader, mistral: cfg.Mistral, kto: cfg.KTO, lean: cfg.Lean}
 	if cfg.Mistral == nil {
 		r, err := tokenize.NewRenderer(cfg.Render)
 		if err != nil {
@@ -61,7 +67,17 @@ type Result struct {
 // Line runs a raw input record through the path. keep (nil: keep all) sees the rendering
 // before any tokenizing: false skips the row (sharded runs).
 func (p *Path) Line(data []byte, file string, line int64, keep func(*tokenize.Rendering) bool) Result {
-	row, err := loader.ParseRow(data, file, line, p.loader)
+	return p.line(loader.ParseRow, data, file, line, keep)
+}
+
+// LineOwned is Line for a record the caller hands over (loader.Reader.ReadOwnedRecord): the
+// row keeps data as its Raw instead of a copy, so a huge line is not held twice.
+func (p *Path) LineOwned(data []byte, file string, line int64, keep func(*tokenize.Rendering) bool) Result {
+	return p.line(loader.ParseOwnedRow, data, file, line, keep)
+}
+
+func (p *Path) line(parse func([]byte, string, int64, loader.Config) (loader.Row, error), data []byte, file string, line int64, keep func(*tokenize.Rendering) bool) Result {
+	row, err := parse(data, file, line, p.loader)
 	if err != nil {
 		var re *loader.RowError
 		if !errors.As(err, &re) {
@@ -105,7 +121,17 @@ func (p *Path) Row(row *loader.Row, keep func(*tokenize.Rendering) bool) Result 
 			}
 		}
 	}
-	ex := p.mistral.Encode(row, rd)
+	var ex tokenize.Example
+	if p.lean {
+		// Encode needs the messages only for the group; the segments hold the text.
+		group := tokenize.GroupOf(rd.Messages)
+		row.Messages, res.Row.Messages, rd.Messages = nil, nil, nil
+		ex = p.mistral.Encode(row, rd)
+		ex.Group = group
+		rd.Prompt, rd.Completion = nil, nil
+	} else {
+		ex = p.mistral.Encode(row, rd)
+	}
 	if p.kto != nil {
 		trimmed, err := kto.Truncate(&ex, *p.kto)
 		if err != nil {
