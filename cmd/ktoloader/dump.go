@@ -18,8 +18,11 @@ import (
 	"github.com/ktoloader/ktoloader/kto"
 )
 
-func init() {
-	var kind, split, to string
+// dumpFlags are dump's flag values.
+type dumpFlags struct{ kind, split, to string }
+
+func newDumpCmd() *cobra.Command {
+	var f dumpFlags
 	cmd := &cobra.Command{
 		Use:   "dump OUT [--dir kto|kto_packed|sft] [--split S] [--to DIR]",
 		Short: "Print the rows of an output directory's shards as JSON lines (no Parquet reader needed)",
@@ -37,19 +40,19 @@ DIR must not be OUT or lie inside it. Exit 0 on success, 1 when OUT cannot be re
 usage error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if to != "" {
+			if f.to != "" {
 				if cmd.Flags().Changed("dir") || cmd.Flags().Changed("split") {
 					return usagef("dump: --to writes every shard; drop --dir and --split")
 				}
-				return dumpAll(cmd.ErrOrStderr(), args[0], to)
+				return dumpAll(cmd.ErrOrStderr(), args[0], f.to)
 			}
-			return dumpSplit(cmd.OutOrStdout(), args[0], kind, split)
+			return dumpSplit(cmd.OutOrStdout(), args[0], f.kind, f.split)
 		},
 	}
-	cmd.Flags().StringVar(&kind, "dir", export.KindKTO, "which shards: kto, kto_packed or sft")
-	cmd.Flags().StringVar(&split, "split", "train", "which split")
-	cmd.Flags().StringVar(&to, "to", "", "write every shard to this directory as KIND/NAME.jsonl instead")
-	rootCmd.AddCommand(cmd)
+	cmd.Flags().StringVar(&f.kind, "dir", export.KindKTO, "which shards: kto, kto_packed or sft")
+	cmd.Flags().StringVar(&f.split, "split", "train", "which split")
+	cmd.Flags().StringVar(&f.to, "to", "", "write every shard to this directory as KIND/NAME.jsonl instead")
+	return cmd
 }
 
 func dumpSplit(w io.Writer, dir, kind, split string) error {

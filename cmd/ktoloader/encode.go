@@ -14,7 +14,7 @@ import (
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
-var encodeFlags struct {
+type encodeFlags struct {
 	tokenizer    string
 	bos          bool
 	spm          bool
@@ -23,10 +23,12 @@ var encodeFlags struct {
 	json         bool
 }
 
-var encodeCmd = &cobra.Command{
-	Use:   "encode --tokenizer PATH [--json|--text] [--bos] [--spm] [--parse-special]",
-	Short: "Encode text into Mistral token ids: one JSON string (or, with --text, one line of text) in, one JSON id array out, per line",
-	Long: `encode reads standard input line by line and writes one JSON array of token ids per line,
+func newEncodeCmd() *cobra.Command {
+	var f encodeFlags
+	cmd := &cobra.Command{
+		Use:   "encode --tokenizer PATH [--json|--text] [--bos] [--spm] [--parse-special]",
+		Short: "Encode text into Mistral token ids: one JSON string (or, with --text, one line of text) in, one JSON id array out, per line",
+		Long: `encode reads standard input line by line and writes one JSON array of token ids per line,
 in the same order. Lines may be of any length.
   --json  (the default) each line is a JSON string, "Hello\nworld": any text, newlines
           included (the format of shared/tools/hf_encode.mjs, so the two can be diffed)
@@ -45,33 +47,31 @@ control-token spellings such as "[INST]" or "</s>" stay plain characters.
 
 With --json, a line that is not a JSON string stops the run with an error naming the line
 (exit 1); pass --text to encode plain text.`,
-	Args: cobra.NoArgs,
-	RunE: func(cmd *cobra.Command, _ []string) error {
-		if encodeFlags.tokenizer == "" {
-			return usagef("encode: --tokenizer PATH is required")
-		}
-		if encodeFlags.text && encodeFlags.json {
-			return usagef("encode: --text and --json exclude each other")
-		}
-		tk, err := tokenize.Load(encodeFlags.tokenizer)
-		if err != nil {
-			return err
-		}
-		tk.SetSPM(encodeFlags.spm)
-		opt := tokenize.EncodeOptions{BOS: encodeFlags.bos, ParseSpecial: encodeFlags.parseSpecial}
-		return encodeLines(cmd.InOrStdin(), cmd.OutOrStdout(), tk, opt, encodeFlags.text)
-	},
-}
-
-func init() {
-	f := encodeCmd.Flags()
-	f.StringVar(&encodeFlags.tokenizer, "tokenizer", "", "tokenizer.json, tokenizer.model, or a directory holding one")
-	f.BoolVar(&encodeFlags.bos, "bos", false, "prepend <s>")
-	f.BoolVar(&encodeFlags.spm, "spm", false, "SentencePiece semantics: always prepend the dummy \"▁\"")
-	f.BoolVar(&encodeFlags.parseSpecial, "parse-special", false, "turn control-token spellings ([INST], </s>, ...) into their ids")
-	f.BoolVar(&encodeFlags.json, "json", false, "each input line is a JSON string (the default)")
-	f.BoolVar(&encodeFlags.text, "text", false, "each input line is raw text, encoded without its line ending")
-	rootCmd.AddCommand(encodeCmd)
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if f.tokenizer == "" {
+				return usagef("encode: --tokenizer PATH is required")
+			}
+			if f.text && f.json {
+				return usagef("encode: --text and --json exclude each other")
+			}
+			tk, err := tokenize.Load(f.tokenizer)
+			if err != nil {
+				return err
+			}
+			tk.SetSPM(f.spm)
+			opt := tokenize.EncodeOptions{BOS: f.bos, ParseSpecial: f.parseSpecial}
+			return encodeLines(cmd.InOrStdin(), cmd.OutOrStdout(), tk, opt, f.text)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.tokenizer, "tokenizer", "", "tokenizer.json, tokenizer.model, or a directory holding one")
+	fl.BoolVar(&f.bos, "bos", false, "prepend <s>")
+	fl.BoolVar(&f.spm, "spm", false, "SentencePiece semantics: always prepend the dummy \"▁\"")
+	fl.BoolVar(&f.parseSpecial, "parse-special", false, "turn control-token spellings ([INST], </s>, ...) into their ids")
+	fl.BoolVar(&f.json, "json", false, "each input line is a JSON string (the default)")
+	fl.BoolVar(&f.text, "text", false, "each input line is raw text, encoded without its line ending")
+	return cmd
 }
 
 // errNotJSONString is the reason for a bad encode input line.

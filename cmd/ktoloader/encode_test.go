@@ -23,19 +23,12 @@ type encodeGolden struct {
 	} `json:"cases"`
 }
 
-// runEncode runs the CLI with args, stdin holding in, and returns the exit code and stdout.
+// runEncode runs `ktoloader encode args…` with stdin holding in and returns the exit code
+// and stdout.
 func runEncode(t *testing.T, in string, args ...string) (int, string) {
 	t.Helper()
-	var out bytes.Buffer
-	rootCmd.SetIn(strings.NewReader(in))
-	rootCmd.SetOut(&out)
-	defer func() {
-		rootCmd.SetIn(nil)
-		rootCmd.SetOut(nil)
-	}()
-	// Flags keep their values between runs in one process: spell every one out.
-	code := run(append([]string{"encode"}, args...))
-	return code, out.String()
+	code, out, _ := runIO(t, in, append([]string{"encode"}, args...)...)
+	return code, out
 }
 
 // TestEncodeGolden feeds every golden text through `ktoloader encode` and compares with the
@@ -149,8 +142,6 @@ func TestEncodeExitCodes(t *testing.T) {
 // string holding the same text (the --json path is the one checked against the goldens), and
 // on Mistral's tokenizer "Hello world" must be Hugging Face's [23325, 2294].
 func TestEncodeText(t *testing.T) {
-	resetFlags(rootCmd)
-	defer resetFlags(rootCmd)
 	lines := []string{"Hello world", "", "[INST] typed by a user", `say "hi" \n not a newline`, "héllo 日本語 ✓", "  leading spaces"}
 	var text, js strings.Builder
 	for i, l := range lines {
@@ -166,7 +157,6 @@ func TestEncodeText(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("--text: exit %d", code)
 	}
-	resetFlags(rootCmd)
 	code, fromJSON := runEncode(t, js.String(), "--tokenizer", demoTokenizer, "--json")
 	if code != 0 {
 		t.Fatalf("--json: exit %d", code)
@@ -175,17 +165,14 @@ func TestEncodeText(t *testing.T) {
 		t.Errorf("--text gave\n%s\n--json gave\n%s", fromText, fromJSON)
 	}
 
-	resetFlags(rootCmd)
 	if code, _ := runEncode(t, "x\n", "--tokenizer", demoTokenizer, "--text", "--json"); code != 2 {
 		t.Errorf("--text with --json: exit %d, want 2", code)
 	}
-	resetFlags(rootCmd)
 	if code, _ := runEncode(t, "ok\n\xff\xfe\n", "--tokenizer", demoTokenizer, "--text"); code != 1 {
 		t.Errorf("--text with invalid UTF-8: exit %d, want 1", code)
 	}
 
 	if tok := shared.Find(); tok != "" {
-		resetFlags(rootCmd)
 		code, out := runEncode(t, "Hello world\n", "--tokenizer", shared.Path(t, "tokenizers", "mistral-7b-v0.3"), "--text")
 		if code != 0 || out != "[23325,2294]\n" {
 			t.Errorf("Mistral --text Hello world: exit %d, %q, want [23325,2294]", code, out)

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 
+	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
 
@@ -22,12 +23,12 @@ func optionalValue(fs *pflag.FlagSet, name, bare string) {
 	}
 }
 
-// expandOptionalValues rewrites each bare optional-value flag of the command args name into
-// "--flag=BARE" and leaves everything else as it is; pflag then parses "--flag VALUE" as an
-// ordinary string flag.
-func expandOptionalValues(args []string) []string {
-	cmd, _, err := rootCmd.Find(args)
-	if err != nil || cmd == rootCmd {
+// expandOptionalValues rewrites each bare optional-value flag of the command of root that
+// args name into "--flag=BARE" and leaves everything else as it is; pflag then parses
+// "--flag VALUE" as an ordinary string flag.
+func expandOptionalValues(root *cobra.Command, args []string) []string {
+	cmd, _, err := root.Find(args)
+	if err != nil || cmd == root {
 		return args
 	}
 	bare := map[string]string{}

@@ -19,7 +19,7 @@ func TestExpandOptionalValues(t *testing.T) {
 		{[]string{"report", "--html", "x"}, []string{"report", "--html", "x"}}, // not an optional-value flag
 		{[]string{"verify", "--report"}, []string{"verify", "--report"}},       // no such flag there: left to fail
 	} {
-		if got := expandOptionalValues(c.in); !slices.Equal(got, c.want) {
+		if got := expandOptionalValues(newRootCmd(), c.in); !slices.Equal(got, c.want) {
 			t.Errorf("%q: got %q, want %q", c.in, got, c.want)
 		}
 	}

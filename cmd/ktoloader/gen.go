@@ -16,7 +16,7 @@ type genFlags struct {
 	out  string
 }
 
-func init() {
+func newGenCmd() *cobra.Command {
 	var f genFlags
 	cmd := &cobra.Command{
 		Use:   "gen --rows N [--seed S] [--out FILE|-]",
@@ -61,5 +61,5 @@ the same bytes.
 	cmd.Flags().Int64Var(&f.rows, "rows", 1000, "number of rows")
 	cmd.Flags().Uint64Var(&f.seed, "seed", 1, "seed: the same seed gives the same rows")
 	cmd.Flags().StringVarP(&f.out, "out", "o", "-", "output file, or - for stdout")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }

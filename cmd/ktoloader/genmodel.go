@@ -17,7 +17,7 @@ type genModelFlags struct {
 	seed                          int64
 }
 
-func init() {
+func newGenModelCmd() *cobra.Command {
 	var f genModelFlags
 	cmd := &cobra.Command{
 		Use:   "gen-model --config CONFIG --out DIR [--dtype float32|bfloat16] [--seed S]",
@@ -39,7 +39,7 @@ atomically; weight files of an earlier save in DIR are replaced.`,
 	fl.StringVar(&f.dtype, "dtype", train.DTypeBFloat16, `"float32" or "bfloat16"`)
 	fl.Int64Var(&f.seed, "seed", train.DefaultSeed, "seed of the weights (> 0)")
 	fl.StringVar(&f.shardSize, "max-shard-size", "5GiB", "largest shard (transformers' save_pretrained default: 5GB)")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func runGenModel(cmd *cobra.Command, f *genModelFlags) error {

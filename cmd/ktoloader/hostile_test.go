@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,29 +12,6 @@ import (
 
 	"github.com/ktoloader/ktoloader/internal/outdir"
 )
-
-// runCapture runs the CLI in-process like runCLI and also returns what it wrote to stderr
-// (run prints the final error to os.Stderr itself).
-func runCapture(t *testing.T, args ...string) (code int, stderr string) {
-	t.Helper()
-	f, err := os.CreateTemp(t.TempDir(), "stderr")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	saved := os.Stderr
-	os.Stderr = f
-	var errb bytes.Buffer
-	rootCmd.SetOut(io.Discard)
-	rootCmd.SetErr(&errb)
-	resetFlags(rootCmd)
-	code = run(args)
-	os.Stderr = saved
-	rootCmd.SetOut(nil)
-	rootCmd.SetErr(nil)
-	b, _ := os.ReadFile(f.Name())
-	return code, errb.String() + string(b)
-}
 
 // noFinishedFiles fails when out holds a manifest or any file under a final name that is not
 // byte-identical to the finished run ref (nil: no final-named file is allowed at all).
@@ -76,7 +52,7 @@ func TestPrepHostileInputs(t *testing.T) {
 	for i, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			out := filepath.Join(dir, fmt.Sprint("out", i))
-			code, stderr := runCapture(t, "prep", "--offline", "--no-progress", "--input", tc.input, "--out", out)
+			code, _, stderr := runCLIErr(t, "prep", "--offline", "--no-progress", "--input", tc.input, "--out", out)
 			if code != 1 || !strings.Contains(stderr, tc.want) || !strings.Contains(stderr, tc.input) {
 				t.Fatalf("exit %d, stderr %q: want exit 1 and %q naming the input", code, stderr, tc.want)
 			}
@@ -94,13 +70,13 @@ func TestPrepUnwritableOut(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Run("under a regular file", func(t *testing.T) {
-		code, stderr := runCapture(t, "prep", "--offline", "--no-progress", "--out", filepath.Join(file, "out"))
+		code, _, stderr := runCLIErr(t, "prep", "--offline", "--no-progress", "--out", filepath.Join(file, "out"))
 		if code != 1 || !strings.Contains(stderr, "not a directory") {
 			t.Fatalf("exit %d, stderr %q", code, stderr)
 		}
 	})
 	t.Run("a regular file", func(t *testing.T) {
-		code, stderr := runCapture(t, "prep", "--offline", "--no-progress", "--out", file)
+		code, _, stderr := runCLIErr(t, "prep", "--offline", "--no-progress", "--out", file)
 		if code != 1 || !strings.Contains(stderr, "not a directory") {
 			t.Fatalf("exit %d, stderr %q", code, stderr)
 		}
@@ -119,7 +95,7 @@ func TestPrepUnwritableOut(t *testing.T) {
 			os.Remove(f.Name())
 			t.Skip("this user can write a 0500 directory (root): nothing to test")
 		}
-		code, stderr := runCapture(t, "prep", "--offline", "--no-progress", "--out", ro)
+		code, _, stderr := runCLIErr(t, "prep", "--offline", "--no-progress", "--out", ro)
 		if code != 1 || !strings.Contains(stderr, "permission denied") {
 			t.Fatalf("exit %d, stderr %q", code, stderr)
 		}
@@ -143,7 +119,7 @@ func TestPrepDiskFull(t *testing.T) {
 			"--format", "both", "--shard-rows", "300", "--test-frac", "0.1", "--workers", "2"}
 	}
 	refDir := filepath.Join(dir, "ref")
-	if code, stderr := runCapture(t, args(refDir)...); code != 0 {
+	if code, _, stderr := runCLIErr(t, args(refDir)...); code != 0 {
 		t.Fatalf("reference run: exit %d: %s", code, stderr)
 	}
 	ref := snapshot(t, refDir)
@@ -164,7 +140,7 @@ func TestPrepDiskFull(t *testing.T) {
 			}
 			defer exec.Command("umount", mnt).Run()
 			out := filepath.Join(mnt, "out")
-			code, stderr := runCapture(t, args(out)...)
+			code, _, stderr := runCLIErr(t, args(out)...)
 			if code != 1 || !strings.Contains(stderr, "no space left on device") {
 				t.Fatalf("exit %d, stderr %q: want exit 1 and ENOSPC", code, stderr)
 			}

@@ -33,7 +33,7 @@ type inspectFlags struct {
 	tokenizer string
 }
 
-func init() {
+func newInspectCmd() *cobra.Command {
 	var f inspectFlags
 	cmd := &cobra.Command{
 		Use:   "inspect OUT [--row N] [--split train] [--tokenizer PATH]",
@@ -55,7 +55,7 @@ with the raw ids. Exit 0 on success, 1 when OUT cannot be read, 2 on a usage err
 	fl.Int64Var(&f.row, "row", 0, "row of kto/SPLIT to show, counted from 0 across its shards")
 	fl.StringVar(&f.split, "split", "train", "split to show the row from")
 	fl.StringVar(&f.tokenizer, "tokenizer", "", "tokenizer.model or tokenizer.json to decode the ids with")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func runInspect(w io.Writer, dir string, f *inspectFlags) error {

@@ -12,14 +12,17 @@ import (
 	"github.com/ktoloader/ktoloader/internal/pipeline"
 )
 
-func init() {
-	var (
-		out      string
-		force    bool
-		copyOnly bool
-		noVerify bool
-		asJSON   bool
-	)
+// mergeFlags are merge's flag values.
+type mergeFlags struct {
+	out      string
+	force    bool
+	copyOnly bool
+	noVerify bool
+	asJSON   bool
+}
+
+func newMergeCmd() *cobra.Command {
+	var f mergeFlags
 	cmd := &cobra.Command{
 		Use:   "merge OUT_0 OUT_1 … --out MERGED",
 		Short: "Combine the outputs of a sharded prep (--num-shards N) into one data set",
@@ -43,15 +46,15 @@ Exit 0 on success, 1 when merging or verification failed, 2 on a usage error (in
 inputs that are not the shards of one run).`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, dirs []string) error {
-			if out == "" {
+			if f.out == "" {
 				return usagef("--out is required")
 			}
-			d, err := outdir.Open(out, outdir.Options{Force: force})
+			d, err := outdir.Open(f.out, outdir.Options{Force: f.force})
 			if err != nil {
 				return err
 			}
 			defer d.Close() // held through verification
-			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: out, Force: force, Copy: copyOnly, Dir: d})
+			m, err := pipeline.Merge(pipeline.MergeConfig{Inputs: dirs, Out: f.out, Force: f.force, Copy: f.copyOnly, Dir: d})
 			if err != nil {
 				if errors.Is(err, pipeline.ErrNotShards) || errors.Is(err, export.ErrOutputExists) ||
 					errors.Is(err, export.ErrNoManifest) {
@@ -62,8 +65,8 @@ inputs that are not the shards of one run).`,
 			printWarnings(cmd.ErrOrStderr(), m.Warnings)
 			w := cmd.OutOrStdout()
 			verdict := "not verified (--no-verify)"
-			if !noVerify {
-				rep, err := export.Verify(out)
+			if !f.noVerify {
+				rep, err := export.Verify(f.out)
 				if err == nil && !rep.OK() {
 					for _, v := range rep.Violations {
 						fmt.Fprintln(cmd.ErrOrStderr(), v)
@@ -78,7 +81,7 @@ inputs that are not the shards of one run).`,
 				}
 				verdict = fmt.Sprintf("verified %d files, %d rows", rep.Files, rep.Rows)
 			}
-			if asJSON {
+			if f.asJSON {
 				b, err := m.Marshal()
 				if err != nil {
 					return err
@@ -88,15 +91,15 @@ inputs that are not the shards of one run).`,
 			}
 			c := m.Counts
 			fmt.Fprintf(w, "merged %d shards → %s: rows read %d, written %d, rejected %d; %d files, %s\n",
-				len(dirs), filepath.Clean(out), c.Read, c.Written, c.Rejected, len(m.Files), verdict)
+				len(dirs), filepath.Clean(f.out), c.Read, c.Written, c.Rejected, len(m.Files), verdict)
 			return nil
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVarP(&out, "out", "o", "", "output directory of the merged data set")
-	fl.BoolVar(&force, "force", false, "overwrite a directory that holds a finished run")
-	fl.BoolVar(&copyOnly, "copy", false, "copy sft/ files instead of hard-linking them")
-	fl.BoolVar(&noVerify, "no-verify", false, "skip verifying the merged output")
-	fl.BoolVar(&asJSON, "json", false, "print the merged manifest on stdout")
-	rootCmd.AddCommand(cmd)
+	fl.StringVarP(&f.out, "out", "o", "", "output directory of the merged data set")
+	fl.BoolVar(&f.force, "force", false, "overwrite a directory that holds a finished run")
+	fl.BoolVar(&f.copyOnly, "copy", false, "copy sft/ files instead of hard-linking them")
+	fl.BoolVar(&f.noVerify, "no-verify", false, "skip verifying the merged output")
+	fl.BoolVar(&f.asJSON, "json", false, "print the merged manifest on stdout")
+	return cmd
 }

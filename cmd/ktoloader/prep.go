@@ -89,7 +89,7 @@ type prepFlags struct {
 	allowDup      bool
 }
 
-func init() {
+func newPrepCmd() *cobra.Command {
 	var f prepFlags
 	cmd := &cobra.Command{
 		Use:   "prep [--input FILE…|-] [--tokenizer PATH|REPO] [--out DIR] [flags]",
@@ -143,7 +143,7 @@ files whatever --workers. Exit 0 on success (rejected rows alone are no failure 
 	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile at the end of the run to this file")
 	fl.MarkHidden("cpuprofile")
 	fl.MarkHidden("memprofile")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func runPrep(cmd *cobra.Command, f *prepFlags) error {

@@ -1,31 +1,11 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"testing"
-
-	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 )
-
-// runCLI runs the CLI in-process and returns its exit code and stdout.
-func runCLI(t *testing.T, args ...string) (int, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	defer rootCmd.SetOut(nil)
-	defer rootCmd.SetErr(nil)
-	resetFlags(rootCmd)
-	code := run(args)
-	if code != 0 {
-		t.Logf("stderr: %s", errb.String())
-	}
-	return code, out.String()
-}
 
 func TestPrepCLI(t *testing.T) {
 	dir := t.TempDir()
@@ -76,23 +56,5 @@ func TestPrepCLI(t *testing.T) {
 	// The embedded demo run: the README's first command.
 	if code, _ := runCLI(t, "prep", "--offline", "--out", filepath.Join(dir, "demo"), "--no-progress"); code != 0 {
 		t.Errorf("demo run: exit %d", code)
-	}
-}
-
-// resetFlags puts every flag of cmd and its subcommands back to its default, since the
-// commands are package globals shared by in-process runs.
-func resetFlags(cmd *cobra.Command) {
-	reset := func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			sv.Replace(nil)
-		} else {
-			f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	}
-	cmd.Flags().VisitAll(reset)
-	cmd.PersistentFlags().VisitAll(reset)
-	for _, c := range cmd.Commands() {
-		resetFlags(c)
 	}
 }

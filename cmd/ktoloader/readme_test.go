@@ -172,6 +172,7 @@ func orAny(s string) string {
 // TestDocumentedFlagsExist: every `ktoloader CMD … --flag` in README.md and examples/
 // names a command that exists and flags that command defines (as --help lists them).
 func TestDocumentedFlagsExist(t *testing.T) {
+	root := newRootCmd()
 	checked := 0
 	for _, file := range docFiles(t) {
 		for _, s := range docSnippets(t, file) {
@@ -195,10 +196,10 @@ func TestDocumentedFlagsExist(t *testing.T) {
 				}
 				var cmds []*cobra.Command
 				if name == "*" {
-					cmds = rootCmd.Commands()
+					cmds = root.Commands()
 				} else {
-					c, _, err := rootCmd.Find([]string{name})
-					if err != nil || c == rootCmd {
+					c, _, err := root.Find([]string{name})
+					if err != nil || c == root {
 						t.Errorf("%s:%d: `ktoloader %s`: no such command", s.file, s.line, name)
 						continue
 					}

@@ -23,7 +23,7 @@ type renderFlags struct {
 	spm       bool
 }
 
-func init() {
+func newRenderCmd() *cobra.Command {
 	var f renderFlags
 	cmd := &cobra.Command{
 		Use:   "render --tokenizer PATH [--input FILE…|-] [--tools FILE] [--assistant-text-with-tools keep|drop] [--spm]",
@@ -53,7 +53,7 @@ else $KTOLOADER_TOKENIZER.`,
 	cmd.Flags().StringVar(&f.textTools, "assistant-text-with-tools", "keep",
 		`assistant messages with text and tool calls: "keep" renders " " + text before [TOOL_CALLS], "drop" renders the template exactly (text dropped)`)
 	cmd.Flags().BoolVar(&f.spm, "spm", false, "SentencePiece mode of the tokenizer (as spm_encode / mistral_common); the ids of a rendering do not change, since no text segment is at offset 0")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 // renderLine is one output line for a rendered row.

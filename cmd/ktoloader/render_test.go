@@ -9,37 +9,12 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/pflag"
-
 	"github.com/ktoloader/ktoloader/internal/shared"
 )
 
 // demoTokenizer is the project's own small tokenizer (Mistral's control tokens at Mistral's
 // ids), so these tests run without ../shared.
 const demoTokenizer = "../../testdata/demo-tokenizer"
-
-// runRenderCmd runs `ktoloader render args…` and returns stdout and the exit code. Flags are
-// reset first: cobra keeps flag values between Execute calls.
-func runRenderCmd(t *testing.T, args ...string) (string, int) {
-	t.Helper()
-	cmd, _, err := rootCmd.Find([]string{"render"})
-	if err != nil || cmd.Name() != "render" {
-		t.Fatalf("no render command: %v", err)
-	}
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			sv.Replace(nil)
-		} else {
-			f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	})
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	defer rootCmd.SetOut(nil)
-	code := run(append([]string{"render"}, args...))
-	return out.String(), code
-}
 
 func writeFile(t *testing.T, name, content string) string {
 	t.Helper()
@@ -81,7 +56,7 @@ const (
 
 func TestRenderLines(t *testing.T) {
 	in := writeFile(t, "rows.jsonl", rowWithCalls+"\n"+rowBadJSON+"\n"+rowAlternate+"\n")
-	out, code := runRenderCmd(t, "--tokenizer", demoTokenizer, "--input", in)
+	out, code := runOutCmd(t, "render", "--tokenizer", demoTokenizer, "--input", in)
 	if code != 0 {
 		t.Fatalf("exit %d, output %q", code, out)
 	}
@@ -159,7 +134,7 @@ func TestRenderTextWithTools(t *testing.T) {
 	// rowWithCalls cut after the assistant message with text and a tool call.
 	in := writeFile(t, "final.jsonl", strings.Replace(rowWithCalls, `}]}, {"role": "tool", "tool_call_id": "call_1", "content": "found"}, {"role": "assistant", "content": "Here it is."}]`, `}]}]`, 1)+"\n")
 	completion := func(mode string) string {
-		out, code := runRenderCmd(t, "--tokenizer", demoTokenizer, "--input", in, "--assistant-text-with-tools", mode)
+		out, code := runOutCmd(t, "render", "--tokenizer", demoTokenizer, "--input", in, "--assistant-text-with-tools", mode)
 		if code != 0 {
 			t.Fatalf("%s: exit %d: %s", mode, code, out)
 		}
@@ -205,7 +180,7 @@ func TestRenderGoldenIDs(t *testing.T) {
 		if err := json.Compact(&row, []byte(`{"messages": `+string(c.Messages)+`, "tools": `+string(c.Tools)+`, "label": true}`)); err != nil {
 			t.Fatal(err)
 		}
-		out, code := runRenderCmd(t, "--tokenizer", tok, "--input", writeFile(t, "g.jsonl", row.String()+"\n"))
+		out, code := runOutCmd(t, "render", "--tokenizer", tok, "--input", writeFile(t, "g.jsonl", row.String()+"\n"))
 		if code != 0 {
 			t.Fatalf("exit %d: %s", code, out)
 		}
@@ -247,7 +222,7 @@ func TestRenderExitCodes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			if _, code := runRenderCmd(t, c.args...); code != c.want {
+			if _, code := runOutCmd(t, "render", c.args...); code != c.want {
 				t.Errorf("exit %d, want %d", code, c.want)
 			}
 		})

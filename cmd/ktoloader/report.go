@@ -22,7 +22,7 @@ type reportFlags struct {
 	asJSON  bool
 }
 
-func init() {
+func newReportCmd() *cobra.Command {
 	var f reportFlags
 	cmd := &cobra.Command{
 		Use:   "report OUT [--html report.html] [--tool-schemas FILE] [--input FILE…]",
@@ -61,7 +61,7 @@ The schema file is the Nexus form (an object of tool name → {"parameters": [{"
 	fl.StringSliceVarP(&f.inputs, "input", "i", nil, "the raw inputs, in the manifest's order, when their recorded names do not resolve from here")
 	fl.StringVar(&f.rejects, "rejects", "", "rejects file (default OUT/rejects.jsonl)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the whole report as JSON instead of the summary")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func runReport(w io.Writer, dir string, f *reportFlags) error {

@@ -61,11 +61,11 @@ func prepAndValidate(t *testing.T, input string, extra ...string) (prep, val []r
 	dir := t.TempDir()
 	out := filepath.Join(dir, "out")
 	args := append([]string{"prep", "--offline", "--no-progress", "--input", input, "--out", out}, extra...)
-	if code, stderr := runCapture(t, args...); code != 0 {
+	if code, _, stderr := runCLIErr(t, args...); code != 0 {
 		t.Fatalf("prep %s: exit %d: %s", input, code, stderr)
 	}
 	vrej := filepath.Join(dir, "validate.jsonl")
-	if code, stderr := runCapture(t, "validate", "--input", input, "--rejects", vrej); code != 0 {
+	if code, _, stderr := runCLIErr(t, "validate", "--input", input, "--rejects", vrej); code != 0 {
 		t.Fatalf("validate %s: exit %d: %s", input, code, stderr)
 	}
 	data, err := os.ReadFile(filepath.Join(out, "manifest.json"))

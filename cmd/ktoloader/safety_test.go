@@ -138,7 +138,7 @@ func TestOutputSafety(t *testing.T) {
 			}
 		}},
 		{"--force with a foreign file", func(t *testing.T, e *safetyEnv, out string) []string {
-			if code, _ := runCapture(t, prepArgs("-i", e.in, "--out", out)...); code != 0 {
+			if code, _, _ := runCLIErr(t, prepArgs("-i", e.in, "--out", out)...); code != 0 {
 				t.Fatal("first run failed")
 			}
 			putFile(t, filepath.Join(out, "sft", "mine.txt"), "mine")
@@ -201,7 +201,7 @@ func TestOutputSafety(t *testing.T) {
 			e := newSafetyEnv(t)
 			out := filepath.Join(e.dir, "out")
 			args := tc.setup(t, e, out)
-			code, stderr := runCapture(t, args...)
+			code, _, stderr := runCLIErr(t, args...)
 			if code != tc.code {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tc.code, stderr)
 			}
@@ -227,7 +227,7 @@ func noOut(t *testing.T, e *safetyEnv, out string) {
 
 func verifyExit(t *testing.T, out string, want int) {
 	t.Helper()
-	if code, stderr := runCapture(t, "verify", out); code != want {
+	if code, _, stderr := runCLIErr(t, "verify", out); code != want {
 		t.Errorf("verify %s: exit %d, want %d\n%s", out, code, want, stderr)
 	}
 }
@@ -257,7 +257,7 @@ func TestOutRoot(t *testing.T) {
 		t.Log("running as root: the command itself is not run against /")
 		return
 	}
-	code, stderr := runCapture(t, prepArgs("--out", "/", "--force")...)
+	code, _, stderr := runCLIErr(t, prepArgs("--out", "/", "--force")...)
 	if code != 2 || !strings.Contains(stderr, "holds") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
@@ -309,12 +309,12 @@ func TestRerunReplacesOwnRun(t *testing.T) {
 	out := filepath.Join(e.dir, "out")
 	args := prepArgs("-i", e.in, "--out", out, "--report", "--test-frac", "0.2")
 	for i := 0; i < 2; i++ {
-		if code, stderr := runCapture(t, args...); code != 0 {
+		if code, _, stderr := runCLIErr(t, args...); code != 0 {
 			t.Fatalf("run %d: exit %d\n%s", i+1, code, stderr)
 		}
 	}
 	first := treeBytes(t, out)
-	if code, stderr := runCapture(t, args...); code != 0 {
+	if code, _, stderr := runCLIErr(t, args...); code != 0 {
 		t.Fatalf("run 3: exit %d\n%s", code, stderr)
 	}
 	if second := treeBytes(t, out); !sameTreeBytes(first, second) {
@@ -322,10 +322,10 @@ func TestRerunReplacesOwnRun(t *testing.T) {
 	}
 	putFile(t, filepath.Join(out, "ref_logps", "train.json"), "{}")
 	other := prepArgs("-i", e.in, "--out", out, "--seed", "9")
-	if code, stderr := runCapture(t, other...); code != 2 || !strings.Contains(stderr, "--force") {
+	if code, _, stderr := runCLIErr(t, other...); code != 2 || !strings.Contains(stderr, "--force") {
 		t.Fatalf("another seed without --force: exit %d\n%s", code, stderr)
 	}
-	if code, stderr := runCapture(t, append(other, "--force")...); code != 0 {
+	if code, _, stderr := runCLIErr(t, append(other, "--force")...); code != 0 {
 		t.Fatalf("--force: exit %d\n%s", code, stderr)
 	}
 	fileIs(t, filepath.Join(out, "ref_logps", "train.json"), "{}")
@@ -343,7 +343,7 @@ func TestRejectsOutsideOut(t *testing.T) {
 	rej := filepath.Join(e.dir, "side", "rejects.jsonl")
 	args := prepArgs("-i", e.in, "--out", out, "--rejects", rej)
 	for i := 0; i < 2; i++ {
-		if code, stderr := runCapture(t, args...); code != 0 {
+		if code, _, stderr := runCLIErr(t, args...); code != 0 {
 			t.Fatalf("run %d: exit %d\n%s", i+1, code, stderr)
 		}
 	}
@@ -376,7 +376,7 @@ func TestLockedOut(t *testing.T) {
 		{"merge", out, "--out", out},
 		{"train", "--data", out},
 	} {
-		if code, stderr := runCapture(t, args...); code != 1 || !strings.Contains(stderr, inUse) {
+		if code, _, stderr := runCLIErr(t, args...); code != 1 || !strings.Contains(stderr, inUse) {
 			t.Errorf("%v on a locked directory: exit %d, stderr %q, want 1 and %q", args, code, stderr, inUse)
 		}
 	}
@@ -385,12 +385,12 @@ func TestLockedOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	code, stderr := runCapture(t, prepArgs("--out", out)...)
+	code, _, stderr := runCLIErr(t, prepArgs("--out", out)...)
 	s.Release()
 	if code != 1 || !strings.Contains(stderr, "train is reading it") {
 		t.Fatalf("exit %d, stderr %q", code, stderr)
 	}
-	if code, stderr := runCapture(t, prepArgs("--out", out)...); code != 0 {
+	if code, _, stderr := runCLIErr(t, prepArgs("--out", out)...); code != 0 {
 		t.Fatalf("after release: exit %d\n%s", code, stderr)
 	}
 }
@@ -524,7 +524,7 @@ func sameTreeBytes(a, b map[string]string) bool {
 func TestStandaloneOutputs(t *testing.T) {
 	e := newSafetyEnv(t)
 	out := filepath.Join(e.dir, "out")
-	if code, stderr := runCapture(t, prepArgs("-i", e.in, "--out", out)...); code != 0 {
+	if code, _, stderr := runCLIErr(t, prepArgs("-i", e.in, "--out", out)...); code != 0 {
 		t.Fatalf("prep: exit %d\n%s", code, stderr)
 	}
 	manifest, _ := os.ReadFile(filepath.Join(out, export.ManifestName))
@@ -546,7 +546,7 @@ func TestStandaloneOutputs(t *testing.T) {
 		{"report twice (2)", []string{"report", out}, 0, ""},
 	}
 	for _, tc := range cases {
-		code, stderr := runCapture(t, tc.args...)
+		code, _, stderr := runCLIErr(t, tc.args...)
 		if code != tc.code || !strings.Contains(stderr, tc.want) {
 			t.Errorf("%s: exit %d, want %d and %q:\n%s", tc.name, code, tc.code, tc.want, stderr)
 		}

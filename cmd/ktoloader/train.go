@@ -41,7 +41,7 @@ type trainFlags struct {
 	planBatch    int
 }
 
-func init() {
+func newTrainCmd() *cobra.Command {
 	var f trainFlags
 	cmd := &cobra.Command{
 		Use:   "train --data DIR [--model tiny|CONFIG] [flags]",
@@ -137,7 +137,7 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.StringVar(&f.logPath, "log", "", "also write the per-step JSON lines to this JSONL file")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar")
 	fl.StringVar(&f.memLimit, "memory-limit", "2GiB", "soft limit for the Go heap (off: none; $GOMEMLIMIT wins), raised when the live heap (the model and optimizer state) comes close")
-	rootCmd.AddCommand(cmd)
+	return cmd
 }
 
 func runTrain(cmd *cobra.Command, f *trainFlags) error {

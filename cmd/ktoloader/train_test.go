@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -10,32 +9,10 @@ import (
 	"testing"
 
 	"github.com/parquet-go/parquet-go"
-	"github.com/spf13/pflag"
 
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
-
-// trainCLI runs `ktoloader train args…` in-process and returns the exit code, stdout and
-// stderr. Flag values are reset first: cobra keeps them between runs.
-func trainCLI(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	cmd, _, err := rootCmd.Find([]string{"train"})
-	if err != nil || cmd.Name() != "train" {
-		t.Fatalf("no train command: %v", err)
-	}
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		_ = f.Value.Set(f.DefValue)
-		f.Changed = false
-	})
-	var out, errb bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	defer rootCmd.SetOut(nil)
-	defer rootCmd.SetErr(nil)
-	code := run(append([]string{"train"}, args...))
-	return code, out.String(), errb.String()
-}
 
 // writeTrainData writes a minimal prep-like directory: manifest.json and one kto_packed
 // train shard of three KTO batches of two examples (rows of 16 tokens, ids < 20); each
@@ -96,7 +73,7 @@ func writeTrainData(t *testing.T) string {
 func TestTrainJSON(t *testing.T) {
 	dir := writeTrainData(t)
 	logPath := filepath.Join(t.TempDir(), "train.jsonl")
-	code, stdout, stderr := trainCLI(t, "--data", dir, "--steps", "3", "--json", "--log", logPath, "--seed", "3")
+	code, stdout, stderr := runCLIErr(t, "train", "--data", dir, "--steps", "3", "--json", "--log", logPath, "--seed", "3")
 	if code != 0 {
 		t.Fatalf("exit %d\n%s", code, stderr)
 	}
@@ -135,7 +112,7 @@ func TestTrainJSON(t *testing.T) {
 		t.Errorf("--log differs from --json output:\n%s\nvs\n%s", logged, stdout)
 	}
 	// The human output: step lines and a summary table, no JSON.
-	code, stdout, stderr = trainCLI(t, "--data", dir, "--steps", "2", "--no-progress")
+	code, stdout, stderr = runCLIErr(t, "train", "--data", dir, "--steps", "2", "--no-progress")
 	if code != 0 || !strings.Contains(stdout, "final loss") || !strings.Contains(stderr, "step 2") {
 		t.Errorf("exit %d\nstdout %s\nstderr %s", code, stdout, stderr)
 	}
@@ -158,20 +135,20 @@ func TestTrainExitCodes(t *testing.T) {
 		{[]string{"--data", dir, "--steps", "1", "--loss-type", "apo_zero_unpaired", "--json"}, 0},
 	}
 	for _, tc := range cases {
-		code, _, stderr := trainCLI(t, tc.args...)
+		code, _, stderr := runCLIErr(t, append([]string{"train"}, tc.args...)...)
 		if code != tc.want {
 			t.Errorf("train %v: exit %d, want %d\n%s", tc.args, code, tc.want, stderr)
 		}
 	}
 	// Checkpoint, then resume to a longer run.
 	ckpt := filepath.Join(t.TempDir(), "ckpt")
-	if code, _, stderr := trainCLI(t, "--data", dir, "--steps", "2", "--checkpoint-dir", ckpt, "--json"); code != 0 {
+	if code, _, stderr := runCLIErr(t, "train", "--data", dir, "--steps", "2", "--checkpoint-dir", ckpt, "--json"); code != 0 {
 		t.Fatalf("checkpointed run: exit %d\n%s", code, stderr)
 	}
-	if code, _, _ := trainCLI(t, "--data", dir, "--steps", "3", "--checkpoint-dir", ckpt); code != 2 {
+	if code, _, _ := runCLIErr(t, "train", "--data", dir, "--steps", "3", "--checkpoint-dir", ckpt); code != 2 {
 		t.Errorf("reusing a checkpoint directory without --resume: exit %d, want 2 (as prep without --force)", code)
 	}
-	code, stdout, stderr := trainCLI(t, "--data", dir, "--steps", "3", "--checkpoint-dir", ckpt, "--resume", "--json")
+	code, stdout, stderr := runCLIErr(t, "train", "--data", dir, "--steps", "3", "--checkpoint-dir", ckpt, "--resume", "--json")
 	if code != 0 {
 		t.Fatalf("resume: exit %d\n%s", code, stderr)
 	}

@@ -17,10 +17,15 @@ import (
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
-func init() {
-	var in inputFlags
-	var asJSON bool
-	var rejects, tools string
+// validateFlags are validate's flag values.
+type validateFlags struct {
+	in             inputFlags
+	asJSON         bool
+	rejects, tools string
+}
+
+func newValidateCmd() *cobra.Command {
+	var f validateFlags
 	cmd := &cobra.Command{
 		Use:   "validate [--input FILE…|-] [--json] [--rejects FILE] [--tools FILE]",
 		Short: "Read every row, check it, and account for it: valid, or rejected with line and reason",
@@ -37,17 +42,17 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			opt := tokenize.Options{}
-			if tools != "" {
-				data, err := os.ReadFile(tools)
+			if f.tools != "" {
+				data, err := os.ReadFile(f.tools)
 				if err != nil {
 					return fmt.Errorf("--tools: %w", err)
 				}
 				opt.Tools = data
 				if err := opt.Validate(); err != nil {
-					return usagef("--tools %s: want a JSON list of tools: %v", tools, err)
+					return usagef("--tools %s: want a JSON list of tools: %v", f.tools, err)
 				}
 			}
-			lcfg, err := in.config()
+			lcfg, err := f.in.config()
 			if err != nil {
 				return err
 			}
@@ -55,18 +60,18 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 			if err != nil {
 				return err
 			}
-			if rejects != "" {
-				if err := outdir.CheckFile("--rejects", rejects, in.names(), outdir.IsRejectsFile); err != nil {
+			if f.rejects != "" {
+				if err := outdir.CheckFile("--rejects", f.rejects, f.in.names(), outdir.IsRejectsFile); err != nil {
 					return err
 				}
 			}
-			rw, err := pipeline.NewRejects(rejects)
+			rw, err := pipeline.NewRejects(f.rejects)
 			if err != nil {
 				return err
 			}
 			st := loader.NewStats()
 			bad := func(re *loader.RowError) error { st.Reject(re.Reason()); return rw.Write(re) }
-			err = in.eachRow(
+			err = f.in.eachRow(
 				func(r *loader.Row) error {
 					res := rp.Row(r, nil)
 					if res.Reject == nil {
@@ -76,7 +81,7 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 					if err := bad(res.Reject); err != nil {
 						return err
 					}
-					if in.strict {
+					if f.in.strict {
 						return fmt.Errorf("%w: %v", errStrict, res.Reject)
 					}
 					return nil
@@ -90,7 +95,7 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 			if err := rw.Commit(); err != nil {
 				return err
 			}
-			if asJSON {
+			if f.asJSON {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetEscapeHTML(false)
 				return enc.Encode(struct {
@@ -102,11 +107,11 @@ too_long (rows over prep's --max-len). Give it prep's --tools to check that list
 			return nil
 		},
 	}
-	in.register(cmd)
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the summary as one JSON object")
-	cmd.Flags().StringVar(&rejects, "rejects", "", "write rejected rows to this JSONL file")
-	cmd.Flags().StringVar(&tools, "tools", "", "prep's --tools file: a tools list for rows without their own, checked as the template does")
-	rootCmd.AddCommand(cmd)
+	f.in.register(cmd)
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, "print the summary as one JSON object")
+	cmd.Flags().StringVar(&f.rejects, "rejects", "", "write rejected rows to this JSONL file")
+	cmd.Flags().StringVar(&f.tools, "tools", "", "prep's --tools file: a tools list for rows without their own, checked as the template does")
+	return cmd
 }
 
 func printStats(w io.Writer, st *loader.Stats) {

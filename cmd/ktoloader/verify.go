@@ -11,8 +11,8 @@ import (
 	"github.com/ktoloader/ktoloader/export"
 )
 
-func init() {
-	var asJSON bool
+func newVerifyCmd() *cobra.Command {
+	var f struct{ asJSON bool }
 	cmd := &cobra.Command{
 		Use:   "verify OUT [--json]",
 		Short: "Re-read an output directory and check every file against its manifest and the shard contracts",
@@ -36,11 +36,11 @@ Exit 0 when nothing is wrong, 1 on any violation or when OUT is not a finished r
 usage error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runVerify(cmd.OutOrStdout(), args[0], asJSON)
+			return runVerify(cmd.OutOrStdout(), args[0], f.asJSON)
 		},
 	}
-	cmd.Flags().BoolVar(&asJSON, "json", false, `print the report as one JSON object: {"ok", "files", "rows", "violations", "omitted", "counts"}`)
-	rootCmd.AddCommand(cmd)
+	cmd.Flags().BoolVar(&f.asJSON, "json", false, `print the report as one JSON object: {"ok", "files", "rows", "violations", "omitted", "counts"}`)
+	return cmd
 }
 
 // verifyJSON is the --json report: export.Report with its verdict first.

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -9,34 +8,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/spf13/pflag"
-
 	"github.com/ktoloader/ktoloader/export"
 	"github.com/ktoloader/ktoloader/kto"
 )
-
-// runOutCmd runs `ktoloader name args…` with the named command's flags reset (cobra keeps flag
-// values between Execute calls) and returns stdout and the exit code.
-func runOutCmd(t *testing.T, name string, args ...string) (string, int) {
-	t.Helper()
-	cmd, _, err := rootCmd.Find([]string{name})
-	if err != nil || cmd.Name() != name {
-		t.Fatalf("no %s command: %v", name, err)
-	}
-	cmd.Flags().VisitAll(func(f *pflag.Flag) {
-		if sv, ok := f.Value.(pflag.SliceValue); ok {
-			sv.Replace(nil)
-		} else {
-			f.Value.Set(f.DefValue)
-		}
-		f.Changed = false
-	})
-	var out bytes.Buffer
-	rootCmd.SetOut(&out)
-	defer rootCmd.SetOut(nil)
-	code := run(append([]string{name}, args...))
-	return out.String(), code
-}
 
 // prepOutDir runs prep on the embedded sample with the demo tokenizer into a new directory.
 func prepOutDir(t *testing.T, extra ...string) string {

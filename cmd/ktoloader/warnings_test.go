@@ -14,19 +14,6 @@ import (
 	"github.com/ktoloader/ktoloader/internal/shared"
 )
 
-// runCLIErr runs the CLI in-process and returns its exit code, stdout and stderr.
-func runCLIErr(t *testing.T, args ...string) (int, string, string) {
-	t.Helper()
-	var out, errb bytes.Buffer
-	rootCmd.SetOut(&out)
-	rootCmd.SetErr(&errb)
-	defer rootCmd.SetOut(nil)
-	defer rootCmd.SetErr(nil)
-	resetFlags(rootCmd)
-	code := run(args)
-	return code, out.String(), errb.String()
-}
-
 // unbalancedNexus writes the Nexus KTO file with only every 20th undesirable row kept: about
 // 2284 desirable and 114 undesirable rows, too few to put one in most batches of 8.
 func unbalancedNexus(t *testing.T, src, dst string) {
