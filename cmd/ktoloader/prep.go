@@ -414,11 +414,15 @@ func sameOutput(a, b string) bool {
 	return aa == bb
 }
 
+// writeHeapProfile writes the allocation profile. The runtime publishes a profile's samples
+// only at the end of a garbage collection, and prep runs with GOGC=1000, so without the
+// collection here the profile missed most of a run (a 20 MB row showed 52 MB allocated of 434).
 func writeHeapProfile(path string) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
+	runtime.GC()
 	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
 		f.Close()
 		return err
