@@ -47,10 +47,10 @@ func parseRowRaw(data []byte, file string, line int64, cfg Config) (Row, *RowErr
 		row, rerr = parseRow(data, cfg)
 	}
 	if rerr != nil {
-		rerr.File, rerr.Line = file, line
+		rerr.Source = Source{File: file, Line: line}
 		return Row{}, rerr
 	}
-	row.File, row.Line = file, line
+	row.Source = Source{File: file, Line: line}
 	return row, nil
 }
 

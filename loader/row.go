@@ -10,8 +10,7 @@ import "encoding/json"
 
 // Row is one validated input row.
 type Row struct {
-	File string // the input as named by the caller ("-" for stdin, "<embedded>" for the sample)
-	Line int64  // 1-based line number (Parquet: 1-based row number)
+	Source // File and Line: where it was read
 
 	Messages []Message
 	// Tools is the row's own `tools` list as raw JSON (nil when absent or null).
@@ -30,9 +29,6 @@ type Row struct {
 	// it to rejects.jsonl, and sharding can hash it.
 	Raw []byte
 }
-
-// Source is "file:line", the form written to shards and rejects.
-func (r *Row) Source() string { return FormatSource(r.File, r.Line) }
 
 // Message is one chat message. Content is nil for JSON null or a missing content.
 type Message struct {

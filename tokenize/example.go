@@ -16,6 +16,8 @@
 // (the demo tokenizer); nothing above it.
 package tokenize
 
+import "github.com/ktoloader/ktoloader/loader"
+
 // Segment is one piece of a rendered conversation: either a control token (Control >= 0,
 // Text empty) or plain text (Control == -1) that is tokenized as characters only.
 type Segment struct {
@@ -38,7 +40,7 @@ type Example struct {
 
 	Label    bool
 	Behavior string
-	Source   string // file:line
+	Source   loader.Source
 
 	// Group names the request this example answers, for the group-aware split: a hash of
 	// the conversation before the final assistant message WITHOUT the system message, with

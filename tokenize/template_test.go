@@ -375,7 +375,7 @@ func TestRenderErrors(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			row := loader.Row{File: "x", Line: 1, Messages: c.msgs}
+			row := loader.Row{Source: loader.Source{File: "x", Line: 1}, Messages: c.msgs}
 			if c.tools != "" {
 				row.Tools = json.RawMessage(c.tools)
 			}

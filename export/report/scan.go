@@ -190,14 +190,15 @@ func (s *scanner) behavior(name string) int32 {
 	return id
 }
 
-// rawKeyOf maps a "file:line" source to its input row, when the file is a manifest input.
+// rawKeyOf maps a shard's source column ("file:line", as prep wrote it) to its input row,
+// when the file is a manifest input.
 func (s *scanner) rawKeyOf(source string) uint64 {
-	file, line, ok := loader.ParseSource(source)
-	in, found := s.inputIdx[file]
-	if !ok || !found || line < 0 {
+	src, ok := loader.ParseSource(source)
+	in, found := s.inputIdx[src.File]
+	if !ok || !found || src.Line < 0 {
 		return noRaw
 	}
-	return rawKey(in, line)
+	return rawKey(in, src.Line)
 }
 
 // scanKTO is the first pass: one compact example per kto/ row, and every feature the
@@ -400,7 +401,7 @@ func (s *scanner) scanRejects() error {
 			}
 			rs.Rows++
 			if len(rs.Examples) < s.opt.examples() {
-				rs.Examples = append(rs.Examples, RejectExample{Source: loader.FormatSource(r.File, r.Line),
+				rs.Examples = append(rs.Examples, RejectExample{Source: loader.Source{File: r.File, Line: r.Line}.String(),
 					Field: r.Field, Detail: r.Detail, Raw: cutHead(r.Raw, 600)})
 			}
 		}
