@@ -329,7 +329,8 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 		if args[0] != '{' {
 			return rowErr(apath, ErrArgumentsNotObj, "arguments decode to %s", kindOf(args))
 		}
-		tc.Arguments, tc.ArgumentsWasString = args, true
+		tc.setArguments(args)
+		tc.ArgumentsWasString = true
 		return nil
 	}
 	if ar[0] != '{' {
@@ -338,7 +339,7 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 	if !utf8.Valid(ar) {
 		return invalidUTF8(apath, ar)
 	}
-	tc.Arguments = append(json.RawMessage(nil), ar...)
+	tc.setArguments(append(json.RawMessage(nil), ar...))
 	return nil
 }
 

@@ -235,9 +235,10 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 		if len(a) == 0 || a[0] != '{' || !json.Valid(a) {
 			return false
 		}
-		tc.Arguments, tc.ArgumentsWasString = a, true
+		tc.setArguments(a)
+		tc.ArgumentsWasString = true
 	case '{':
-		tc.Arguments = append(json.RawMessage(nil), args...)
+		tc.setArguments(append(json.RawMessage(nil), args...))
 	default:
 		return false
 	}

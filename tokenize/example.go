@@ -12,8 +12,9 @@
 // bpe's, under the names tokenize has always had (base.go).
 //
 // It may import loader (the rows), tokenize/bpe, internal/hub (to find a tokenizer in the
-// Hugging Face cache or download one), internal/jsonstr, internal/stablehash and testdata
-// (the demo tokenizer); nothing above it.
+// Hugging Face cache or download one), internal/pyjson (tools lists read and written as
+// Python does), internal/jsonstr, internal/stablehash and testdata (the demo tokenizer);
+// nothing above it.
 package tokenize
 
 import "github.com/ktoloader/ktoloader/loader"
