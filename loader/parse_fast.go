@@ -154,15 +154,8 @@ func fastMessage(v []byte, m *Message) bool {
 		}
 		m.Content = &s
 	}
-	if name != nil && !isNull(name) {
-		if m.Name, ok = fastString(name); !ok {
-			return false
-		}
-	}
-	if callID != nil && !isNull(callID) {
-		if m.ToolCallID, ok = fastString(callID); !ok {
-			return false
-		}
+	if !fastOptString(name, &m.Name) || !fastOptString(callID, &m.ToolCallID) {
+		return false
 	}
 	if calls != nil && !isNull(calls) {
 		if calls[0] != '[' {
@@ -198,17 +191,10 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 	if !pickMembers(v, []string{"id", "type", "function"}, &id, &typ, &fn) {
 		return false
 	}
+	if !fastOptString(id, &tc.ID) || !fastOptString(typ, &tc.Type) {
+		return false
+	}
 	var ok bool
-	if id != nil && !isNull(id) {
-		if tc.ID, ok = fastString(id); !ok {
-			return false
-		}
-	}
-	if typ != nil && !isNull(typ) {
-		if tc.Type, ok = fastString(typ); !ok {
-			return false
-		}
-	}
 	if fn == nil || fn[0] != '{' {
 		return false
 	}
@@ -243,6 +229,16 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 		return false
 	}
 	return true
+}
+
+// fastOptString is fastString for an optional member: absent (nil) or null leaves s as it is.
+func fastOptString(v []byte, s *string) bool {
+	if v == nil || isNull(v) {
+		return true
+	}
+	var ok bool
+	*s, ok = fastString(v)
+	return ok
 }
 
 // fastString decodes a validated JSON string value as encoding/json does; false for

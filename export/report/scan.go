@@ -2,6 +2,7 @@ package report
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -428,7 +429,7 @@ func (s *scanner) scanRejects() error {
 	}
 	slices.SortFunc(rr.Reasons, func(a, b RejectReason) int {
 		if a.Rows != b.Rows {
-			return cmpInt64(b.Rows, a.Rows)
+			return cmp.Compare(b.Rows, a.Rows)
 		}
 		return strings.Compare(a.Reason, b.Reason)
 	})
