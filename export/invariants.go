@@ -481,15 +481,18 @@ func (v *verifier) checkCounts() {
 			v.add("", -1, CheckCounts, "kto/ has split %q, counts.splits does not", name)
 		}
 		got := st.kto
-		if inCounts && (sc.Examples != got.Examples || sc.Desirable != got.Desirable || sc.Undesirable != got.Undesirable) {
-			v.add("", -1, CheckCounts, "counts.splits.%s says %d examples (%d desirable, %d undesirable), kto/ holds %d (%d, %d)",
-				name, sc.Examples, sc.Desirable, sc.Undesirable, got.Examples, got.Desirable, got.Undesirable)
+		// totals checks what a manifest section says of the split against kto/.
+		totals := func(section string, examples, desirable, undesirable int64) {
+			if examples != got.Examples || desirable != got.Desirable || undesirable != got.Undesirable {
+				v.add("", -1, CheckCounts, "%s.splits.%s says %d examples (%d desirable, %d undesirable), kto/ holds %d (%d, %d)",
+					section, name, examples, desirable, undesirable, got.Examples, got.Desirable, got.Undesirable)
+			}
+		}
+		if inCounts {
+			totals("counts", sc.Examples, sc.Desirable, sc.Undesirable)
 		}
 		if bi, ok := v.m.KTO.Splits[name]; ok {
-			if bi.Examples != got.Examples || bi.Desirable != got.Desirable || bi.Undesirable != got.Undesirable {
-				v.add("", -1, CheckCounts, "kto.splits.%s says %d examples (%d desirable, %d undesirable), kto/ holds %d (%d, %d)",
-					name, bi.Examples, bi.Desirable, bi.Undesirable, got.Examples, got.Desirable, got.Undesirable)
-			}
+			totals("kto", bi.Examples, bi.Desirable, bi.Undesirable)
 			if bi.Batches != st.batches {
 				v.add("", -1, CheckCounts, "kto.splits.%s.batches is %d, kto/ holds %d", name, bi.Batches, st.batches)
 			}

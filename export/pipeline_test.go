@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ktoloader/ktoloader/kto"
+	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -23,7 +24,7 @@ func TestVerifyKTOPipeline(t *testing.T) {
 			for i := 0; i < 39; i++ {
 				p := 2 + rng.IntN(30)
 				c := 1 + rng.IntN(cfg.MaxLen-p)
-				ex := tokenize.Example{Label: rng.IntN(3) > 0, Behavior: []string{"a", "b", "c"}[i%3], Source: fmt.Sprintf("in.jsonl:%d", i+1)}
+				ex := tokenize.Example{Label: rng.IntN(3) > 0, Behavior: []string{"a", "b", "c"}[i%3], Source: loader.Source{File: "in.jsonl", Line: int64(i + 1)}}
 				ex.PromptIDs = append(ex.PromptIDs, 1)
 				for k := 1; k < p; k++ {
 					ex.PromptIDs = append(ex.PromptIDs, int32(3+rng.IntN(1000)))
@@ -45,7 +46,7 @@ func TestVerifyKTOPipeline(t *testing.T) {
 			// sft/ holds the desirable examples that made it into kto/ (all but --drop-last's).
 			batched := make([]tokenize.Example, len(rows))
 			for i, r := range rows {
-				batched[i] = tokenize.Example{PromptIDs: r.PromptIDs, CompletionIDs: r.CompletionIDs, Label: r.Label, Source: r.Source}
+				batched[i] = tokenize.Example{PromptIDs: r.PromptIDs, CompletionIDs: r.CompletionIDs, Label: r.Label}
 			}
 			sft, sst, err := kto.PackSFT(batched, cfg)
 			if err != nil {

@@ -38,30 +38,32 @@ import (
 // for the tokenizer, and by kto/train, for weights; internal/safetensors by kto/train;
 // internal/gen (synthetic rows) by cmd/ktoloader; testdata (the embedded sample and demo
 // tokenizer), internal/stablehash (the hashes and the random stream that outputs depend on)
-// and internal/jsonstr (the JSON string decoder and encoders) by anyone. internal/shared
+// internal/jsonstr (the JSON string decoder and encoders) and internal/pyjson (JSON read and
+// written as Python's json module does, over jsonstr) by anyone. internal/shared
 // (the ../shared folder for tests) is for tests only, which are not checked here: a test may
 // import upwards (report's tests run the pipeline).
 //
 // A new package must be added here: the test fails for a package it does not know.
 var allowed = map[string][]string{
-	"loader":            {"testdata", "internal/stablehash", "internal/jsonstr"},
+	"loader":            {"testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"tokenize/bpe":      {},
-	"tokenize":          {"tokenize/bpe", "loader", "internal/hub", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"kto":               {"tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"internal/outdir":   {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
-	"internal/pipeline": {"export", "internal/outdir", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/jsonstr"},
+	"tokenize":          {"tokenize/bpe", "loader", "internal/hub", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"kto":               {"tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"internal/outdir":   {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"internal/pipeline": {"export", "internal/outdir", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"cmd/ktoloader": {"internal/pipeline", "internal/outdir", "export", "export/report", "kto/train", "internal/rowpath", "kto",
-		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash", "internal/jsonstr"},
+		"tokenize", "loader", "internal/hub", "internal/safetensors", "internal/gen", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 
 	"internal/hub":         {},
 	"internal/safetensors": {"internal/jsonstr"},
 	"internal/gen":         {"internal/stablehash", "internal/jsonstr"},
 	"internal/stablehash":  {},
 	"internal/jsonstr":     {},
+	"internal/pyjson":      {"internal/jsonstr"},
 	"internal/shared":      {},
 	"testdata":             {},
 }

@@ -136,7 +136,7 @@ func BatchRows(batch []tokenize.Example, b int64, cfg Config) ([]KTORow, int) {
 			Behavior:        ex.Behavior,
 			Prompt:          ex.Prompt,
 			Completion:      ex.Completion,
-			Source:          ex.Source,
+			Source:          ex.Source.String(), // the shard form
 			BatchIndex:      b,
 		}
 	}

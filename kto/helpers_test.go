@@ -1,9 +1,9 @@
 package kto
 
 import (
-	"fmt"
 	"math/rand/v2"
 
+	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -45,7 +45,7 @@ func synth(i, p, pLen, cLen int, label bool, behavior string) tokenize.Example {
 		CompletionIDs: completionIDs(i, cLen),
 		Label:         label,
 		Behavior:      behavior,
-		Source:        fmt.Sprintf("synthetic.jsonl:%d", i+1),
+		Source:        loader.Source{File: "synthetic.jsonl", Line: int64(i + 1)},
 	}
 }
 

@@ -216,7 +216,7 @@ func packRoundTrip(t *testing.T, lengths []int, maxLen int) {
 		pLen := 1 + (l-1)/2
 		ex := synth(i, i, pLen, l-pLen, true, "b")
 		exs = append(exs, ex)
-		batch = append(batch, KTORow{PromptIDs: ex.PromptIDs, CompletionIDs: ex.CompletionIDs, Label: i%2 == 0, Source: ex.Source, BatchIndex: 7})
+		batch = append(batch, KTORow{PromptIDs: ex.PromptIDs, CompletionIDs: ex.CompletionIDs, Label: i%2 == 0, Source: ex.Source.String(), BatchIndex: 7})
 	}
 	for j := range batch {
 		prev := batch[(j+len(batch)-1)%len(batch)].CompletionIDs

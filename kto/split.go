@@ -86,11 +86,6 @@ func Split(exs []tokenize.Example, cfg Config) (train, test []tokenize.Example, 
 	return train, test, stats, nil
 }
 
-type stratumKey struct {
-	behavior string
-	label    bool
-}
-
 // groupCount is how many examples of one stratum a group holds.
 type groupCount struct{ stratum, n int }
 
@@ -111,6 +106,20 @@ func PlanSplit(keys []Key, cfg Config) ([]bool, SplitStats, error) {
 type StratumKey struct {
 	Behavior string
 	Label    bool
+}
+
+// Compare is the strata's report order (SplitStats.Strata): by behavior, desirable first.
+func (a StratumKey) Compare(b StratumKey) int {
+	if c := cmp.Compare(a.Behavior, b.Behavior); c != 0 {
+		return c
+	}
+	if a.Label == b.Label {
+		return 0
+	}
+	if a.Label {
+		return -1
+	}
+	return 1
 }
 
 // SplitCarry is, per stratum, how many test examples earlier splits of the same data set
@@ -134,27 +143,16 @@ func PlanSplitCarry(keys []Key, cfg Config, carry SplitCarry) ([]bool, SplitStat
 		return nil, SplitStats{}, err
 	}
 	// Strata, numbered in report order.
-	strataIdx := map[stratumKey]int{}
-	var strata []stratumKey
+	strataIdx := map[StratumKey]int{}
+	var strata []StratumKey
 	for _, k := range keys {
-		sk := stratumKey{k.Behavior, k.Label}
+		sk := StratumKey{k.Behavior, k.Label}
 		if _, ok := strataIdx[sk]; !ok {
 			strataIdx[sk] = len(strata)
 			strata = append(strata, sk)
 		}
 	}
-	slices.SortFunc(strata, func(a, b stratumKey) int {
-		if c := cmp.Compare(a.behavior, b.behavior); c != 0 {
-			return c
-		}
-		if a.label == b.label {
-			return 0
-		}
-		if a.label {
-			return -1
-		}
-		return 1
-	})
+	slices.SortFunc(strata, StratumKey.Compare)
 	for i, s := range strata {
 		strataIdx[s] = i
 	}
@@ -174,7 +172,7 @@ func PlanSplitCarry(keys []Key, cfg Config, carry SplitCarry) ([]bool, SplitStat
 			counts = append(counts, nil)
 		}
 		exGroup[i] = int32(g)
-		s := strataIdx[stratumKey{k.Behavior, k.Label}]
+		s := strataIdx[StratumKey{k.Behavior, k.Label}]
 		total[s]++
 		j := slices.IndexFunc(counts[g], func(c groupCount) bool { return c.stratum == s })
 		if j < 0 {
@@ -200,7 +198,7 @@ func PlanSplitCarry(keys []Key, cfg Config, carry SplitCarry) ([]bool, SplitStat
 		})
 		target := make([]float64, len(strata))
 		for s, sk := range strata {
-			target[s] = float64(cfg.TestFrac*float64(total[s])) + carry[StratumKey{sk.behavior, sk.label}]
+			target[s] = float64(cfg.TestFrac*float64(total[s])) + carry[sk]
 		}
 		// Change of Σ ((t−T)/n)² when t moves by ±c: c·(c ± 2(t−T))/n². The explicit float64
 		// conversions forbid fused multiply-adds, so every platform decides alike.
@@ -257,7 +255,7 @@ func PlanSplitCarry(keys []Key, cfg Config, carry SplitCarry) ([]bool, SplitStat
 		}
 	}
 	for s, sk := range strata {
-		st := Stratum{Behavior: sk.behavior, Label: sk.label, Total: total[s], Test: testCount[s]}
+		st := Stratum{Behavior: sk.Behavior, Label: sk.Label, Total: total[s], Test: testCount[s]}
 		if st.Total > 0 {
 			st.TestFrac = float64(st.Test) / float64(st.Total)
 		}

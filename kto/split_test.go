@@ -34,7 +34,7 @@ func groupedSet(r *rand.Rand, groups int) []tokenize.Example {
 func testSources(test []tokenize.Example) []string {
 	var s []string
 	for _, ex := range test {
-		s = append(s, ex.Source)
+		s = append(s, ex.Source.String())
 	}
 	slices.Sort(s)
 	return s

@@ -69,8 +69,7 @@ func Reason(err error) string {
 // RowError is a bad row: where it is and why. Err is a sentinel (or a later stage's typed
 // error); Detail says what exactly was wrong, for people.
 type RowError struct {
-	File   string
-	Line   int64
+	Source        // where the row is
 	Field  string // JSON path such as conversations[2].tool_calls[0].function.arguments; "" for the whole line
 	Err    error
 	Detail string
@@ -78,7 +77,7 @@ type RowError struct {
 }
 
 func (e *RowError) Error() string {
-	s := FormatSource(e.File, e.Line) + ": "
+	s := e.Source.String() + ": "
 	if e.Field != "" {
 		s += e.Field + ": "
 	}
@@ -94,23 +93,28 @@ func (e *RowError) Unwrap() error { return e.Err }
 // Reason is the stable reason name of the wrapped error.
 func (e *RowError) Reason() string { return Reason(e.Err) }
 
-// FormatSource is a row's source as the shards' source columns, error messages and the
-// report write it: "file:line". ParseSource reads it back; they are the one place for the
-// format.
-func FormatSource(file string, line int64) string {
-	return file + ":" + strconv.FormatInt(line, 10)
+// Source is where a row came from: the input as the caller named it ("-" for stdin,
+// "<embedded>/…" for the sample) and its 1-based line (Parquet: 1-based row number). Rows,
+// their errors and examples carry it as it is; String is the one place it becomes text.
+type Source struct {
+	File string
+	Line int64
 }
 
-// ParseSource splits a FormatSource string at its last colon (file names may hold colons).
-// ok is false when there is no colon (file is then src, line 0) or the line is not a number
-// (line is then what strconv.ParseInt returned).
-func ParseSource(src string) (file string, line int64, ok bool) {
+// String is the source as the shards' source columns, error messages and the report write
+// it: "file:line".
+func (s Source) String() string { return s.File + ":" + strconv.FormatInt(s.Line, 10) }
+
+// ParseSource reads a source back from what String wrote, for a reader of a written shard
+// (the report); it splits at the last colon (file names may hold colons). ok is false when
+// there is no colon (File is then src, Line 0) or the line is not a number.
+func ParseSource(src string) (s Source, ok bool) {
 	i := strings.LastIndexByte(src, ':')
 	if i < 0 {
-		return src, 0, false
+		return Source{File: src}, false
 	}
 	n, err := strconv.ParseInt(src[i+1:], 10, 64)
-	return src[:i], n, err == nil
+	return Source{File: src[:i], Line: n}, err == nil
 }
 
 func rowErr(field string, err error, format string, args ...any) *RowError {

@@ -47,10 +47,10 @@ func parseRowRaw(data []byte, file string, line int64, cfg Config) (Row, *RowErr
 		row, rerr = parseRow(data, cfg)
 	}
 	if rerr != nil {
-		rerr.File, rerr.Line = file, line
+		rerr.Source = Source{File: file, Line: line}
 		return Row{}, rerr
 	}
-	row.File, row.Line = file, line
+	row.Source = Source{File: file, Line: line}
 	return row, nil
 }
 
@@ -197,15 +197,11 @@ func parseMessage(raw json.RawMessage, path string, m *Message) *RowError {
 		}
 		m.Content = &s
 	}
-	if nr, ok := obj["name"]; ok && !isNull(nr) {
-		if err := decodeString(nr, path+".name", &m.Name); err != nil {
-			return err
-		}
+	if err := optString(obj, "name", path, &m.Name); err != nil {
+		return err
 	}
-	if ir, ok := obj["tool_call_id"]; ok && !isNull(ir) {
-		if err := decodeString(ir, path+".tool_call_id", &m.ToolCallID); err != nil {
-			return err
-		}
+	if err := optString(obj, "tool_call_id", path, &m.ToolCallID); err != nil {
+		return err
 	}
 	if tr, ok := obj["tool_calls"]; ok && !isNull(tr) {
 		var calls []json.RawMessage
@@ -277,15 +273,11 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
 		return rowErr(path, ErrWrongType, "want a tool call object, got %s", kindOf(raw))
 	}
-	if ir, ok := obj["id"]; ok && !isNull(ir) {
-		if err := decodeString(ir, path+".id", &tc.ID); err != nil {
-			return err
-		}
+	if err := optString(obj, "id", path, &tc.ID); err != nil {
+		return err
 	}
-	if tr, ok := obj["type"]; ok && !isNull(tr) {
-		if err := decodeString(tr, path+".type", &tc.Type); err != nil {
-			return err
-		}
+	if err := optString(obj, "type", path, &tc.Type); err != nil {
+		return err
 	}
 	fr, ok := obj["function"]
 	if !ok || isNull(fr) {
@@ -329,7 +321,8 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 		if args[0] != '{' {
 			return rowErr(apath, ErrArgumentsNotObj, "arguments decode to %s", kindOf(args))
 		}
-		tc.Arguments, tc.ArgumentsWasString = args, true
+		tc.setArguments(args)
+		tc.ArgumentsWasString = true
 		return nil
 	}
 	if ar[0] != '{' {
@@ -338,7 +331,7 @@ func parseToolCall(raw json.RawMessage, path string, tc *ToolCall) *RowError {
 	if !utf8.Valid(ar) {
 		return invalidUTF8(apath, ar)
 	}
-	tc.Arguments = append(json.RawMessage(nil), ar...)
+	tc.setArguments(append(json.RawMessage(nil), ar...))
 	return nil
 }
 
@@ -406,6 +399,15 @@ func kindOf(raw []byte) string {
 	default:
 		return "a number"
 	}
+}
+
+// optString decodes the optional string member key of obj (at path) into s; absent or null
+// leaves s as it is.
+func optString(obj map[string]json.RawMessage, key, path string, s *string) *RowError {
+	if raw, ok := obj[key]; ok && !isNull(raw) {
+		return decodeString(raw, path+"."+key, s)
+	}
+	return nil
 }
 
 // decodeString decodes the JSON string raw into s, refusing what encoding/json would

@@ -154,15 +154,8 @@ func fastMessage(v []byte, m *Message) bool {
 		}
 		m.Content = &s
 	}
-	if name != nil && !isNull(name) {
-		if m.Name, ok = fastString(name); !ok {
-			return false
-		}
-	}
-	if callID != nil && !isNull(callID) {
-		if m.ToolCallID, ok = fastString(callID); !ok {
-			return false
-		}
+	if !fastOptString(name, &m.Name) || !fastOptString(callID, &m.ToolCallID) {
+		return false
 	}
 	if calls != nil && !isNull(calls) {
 		if calls[0] != '[' {
@@ -198,17 +191,10 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 	if !pickMembers(v, []string{"id", "type", "function"}, &id, &typ, &fn) {
 		return false
 	}
+	if !fastOptString(id, &tc.ID) || !fastOptString(typ, &tc.Type) {
+		return false
+	}
 	var ok bool
-	if id != nil && !isNull(id) {
-		if tc.ID, ok = fastString(id); !ok {
-			return false
-		}
-	}
-	if typ != nil && !isNull(typ) {
-		if tc.Type, ok = fastString(typ); !ok {
-			return false
-		}
-	}
 	if fn == nil || fn[0] != '{' {
 		return false
 	}
@@ -235,13 +221,24 @@ func fastToolCall(v []byte, tc *ToolCall) bool {
 		if len(a) == 0 || a[0] != '{' || !json.Valid(a) {
 			return false
 		}
-		tc.Arguments, tc.ArgumentsWasString = a, true
+		tc.setArguments(a)
+		tc.ArgumentsWasString = true
 	case '{':
-		tc.Arguments = append(json.RawMessage(nil), args...)
+		tc.setArguments(append(json.RawMessage(nil), args...))
 	default:
 		return false
 	}
 	return true
+}
+
+// fastOptString is fastString for an optional member: absent (nil) or null leaves s as it is.
+func fastOptString(v []byte, s *string) bool {
+	if v == nil || isNull(v) {
+		return true
+	}
+	var ok bool
+	*s, ok = fastString(v)
+	return ok
 }
 
 // fastString decodes a validated JSON string value as encoding/json does; false for

@@ -142,7 +142,7 @@ func (r *Reader) ReadRecord() (data []byte, line int64, err error) {
 		if err != nil {
 			var tl *tooLong
 			if errors.As(err, &tl) {
-				return nil, line, &RowError{File: r.name, Line: line, Err: ErrLineTooLong,
+				return nil, line, &RowError{Source: Source{File: r.name, Line: line}, Err: ErrLineTooLong,
 					Detail: fmt.Sprintf("line is longer than --max-line-bytes=%d (%d bytes or more)", r.cfg.maxLine(), tl.n),
 					Raw:    tl.prefix}
 			}

@@ -3,15 +3,20 @@
 // every bad row as a *RowError naming file, line, field path and a sentinel reason. A bad row
 // never stops the stream: the caller decides (--strict) whether to stop.
 //
-// It is the bottom layer and imports no other package of this module (internal/layering_test.go).
+// It is the bottom layer: of this module it may import only the leaf codecs internal/jsonstr
+// and internal/pyjson, internal/stablehash and testdata (internal/layering_test.go).
 package loader
 
-import "encoding/json"
+import (
+	"encoding/json"
+	"strings"
+
+	"github.com/ktoloader/ktoloader/internal/pyjson"
+)
 
 // Row is one validated input row.
 type Row struct {
-	File string // the input as named by the caller ("-" for stdin, "<embedded>" for the sample)
-	Line int64  // 1-based line number (Parquet: 1-based row number)
+	Source // File and Line: where it was read
 
 	Messages []Message
 	// Tools is the row's own `tools` list as raw JSON (nil when absent or null).
@@ -30,9 +35,6 @@ type Row struct {
 	// it to rejects.jsonl, and sharding can hash it.
 	Raw []byte
 }
-
-// Source is "file:line", the form written to shards and rejects.
-func (r *Row) Source() string { return FormatSource(r.File, r.Line) }
 
 // Message is one chat message. Content is nil for JSON null or a missing content.
 type Message struct {
@@ -61,4 +63,37 @@ type ToolCall struct {
 	Arguments json.RawMessage
 	// ArgumentsWasString records whether the input held the arguments as a JSON string.
 	ArgumentsWasString bool
+	// PyArguments is Arguments as the chat template writes them, Python's
+	// json.dumps(json.loads(Arguments), ensure_ascii=False) (internal/pyjson): parsed once,
+	// here, so that tokenize renders without parsing. "" when ArgumentsErr is set.
+	PyArguments string
+	// ArgumentsErr is why Python's json.loads refuses Arguments that encoding/json accepts
+	// (a \u escape of a lone surrogate, an integer of more than 4300 digits), or
+	// ErrArgumentsNotObj for arguments that are no object (a hand-built row). The loader keeps
+	// such a row, as before it parsed them; the template refuses it, naming this error.
+	ArgumentsErr error
+}
+
+// WithArguments returns tc holding args (JSON text, kept as is) as its Arguments, with
+// PyArguments or ArgumentsErr made from them: the one place a row's arguments are parsed.
+// Rows built by hand (tests) set their calls' arguments through it.
+func (tc ToolCall) WithArguments(args json.RawMessage) ToolCall {
+	tc.setArguments(args)
+	return tc
+}
+
+func (tc *ToolCall) setArguments(args json.RawMessage) {
+	tc.Arguments, tc.PyArguments, tc.ArgumentsErr = args, "", nil
+	v, err := pyjson.Parse(args)
+	switch {
+	case err != nil:
+		tc.ArgumentsErr = err
+	case v.Kind != pyjson.Object:
+		tc.ArgumentsErr = ErrArgumentsNotObj
+	default:
+		var b strings.Builder
+		b.Grow(len(args) + len(args)/8)
+		v.Write(&b)
+		tc.PyArguments = b.String()
+	}
 }

@@ -2,26 +2,23 @@ package loader
 
 import "testing"
 
-// ParseSource reads back what FormatSource writes, file names with colons included, and says
-// when a string is not a source.
+// ParseSource reads back what Source.String writes, file names with colons included, and
+// says when a string is not a source.
 func TestSourceRoundTrip(t *testing.T) {
-	for _, c := range []struct {
-		file string
-		line int64
-	}{{"in.jsonl", 1}, {"C:/data/x.jsonl", 42}, {"a:b:c", 0}, {"", 7}, {"<embedded>/sample.jsonl", 196}} {
-		s := FormatSource(c.file, c.line)
-		if f, l, ok := ParseSource(s); !ok || f != c.file || l != c.line {
-			t.Errorf("ParseSource(%q) = %q, %d, %v; want %q, %d", s, f, l, ok, c.file, c.line)
+	for _, want := range []Source{{"in.jsonl", 1}, {"C:/data/x.jsonl", 42}, {"a:b:c", 0}, {"", 7}, {"<embedded>/sample.jsonl", 196}} {
+		s := want.String()
+		if got, ok := ParseSource(s); !ok || got != want {
+			t.Errorf("ParseSource(%q) = %+v, %v; want %+v", s, got, ok, want)
 		}
 	}
-	if f, l, ok := ParseSource("noline"); ok || f != "noline" || l != 0 {
-		t.Errorf(`ParseSource("noline") = %q, %d, %v`, f, l, ok)
+	if got, ok := ParseSource("noline"); ok || got != (Source{File: "noline"}) {
+		t.Errorf(`ParseSource("noline") = %+v, %v`, got, ok)
 	}
-	if _, _, ok := ParseSource("f:x1"); ok {
+	if _, ok := ParseSource("f:x1"); ok {
 		t.Error(`ParseSource("f:x1") ok`)
 	}
-	row := Row{File: "f:g", Line: 3}
-	if row.Source() != "f:g:3" {
-		t.Errorf("Row.Source() = %q", row.Source())
+	row := Row{Source: Source{File: "f:g", Line: 3}}
+	if got := row.Source.String(); got != "f:g:3" {
+		t.Errorf("Row.Source.String() = %q", got)
 	}
 }

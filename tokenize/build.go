@@ -83,7 +83,7 @@ func (m *Mistral) Encode(row *loader.Row, r *Rendering) Example {
 	ex := Example{
 		Label:         row.Label,
 		Behavior:      row.Behavior,
-		Source:        row.Source(),
+		Source:        row.Source,
 		Group:         GroupOf(r.Messages),
 		RepairedIDs:   r.RepairedIDs,
 		TextWithTools: r.TextWithTools,

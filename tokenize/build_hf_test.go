@@ -74,7 +74,7 @@ func TestExamplesMatchHFTokenizers(t *testing.T) {
 			}
 			ex, err := m.Example(&row)
 			if err != nil {
-				t.Fatalf("%s: %v", row.Source(), err)
+				t.Fatalf("%s: %v", row.Source, err)
 			}
 			repaired += ex.RepairedIDs
 			exs = append(exs, ex)

@@ -83,7 +83,7 @@ func TestExampleSplitsGoldenIDs(t *testing.T) {
 			whole++
 		}
 		t.Run(c.Name, func(t *testing.T) {
-			row := loader.Row{File: "golden", Line: 7, Messages: msgs, Tools: nullToNil(c.Tools), Label: true, Behavior: "b"}
+			row := loader.Row{Source: loader.Source{File: "golden", Line: 7}, Messages: msgs, Tools: nullToNil(c.Tools), Label: true, Behavior: "b"}
 			ex, err := m.Example(&row)
 			if err != nil {
 				t.Fatal(err)
@@ -101,7 +101,7 @@ func TestExampleSplitsGoldenIDs(t *testing.T) {
 			if ex.PromptIDs[0] != BOSID || ex.CompletionIDs[len(ex.CompletionIDs)-1] != EOSID {
 				t.Errorf("prompt does not start with <s> or completion does not end with </s>")
 			}
-			if ex.Source != "golden:7" || !ex.Label || ex.Behavior != "b" {
+			if ex.Source.String() != "golden:7" || !ex.Label || ex.Behavior != "b" {
 				t.Errorf("Source/Label/Behavior = %q/%v/%q", ex.Source, ex.Label, ex.Behavior)
 			}
 		})
@@ -300,7 +300,7 @@ func TestMinTokensBound(t *testing.T) {
 		}{{rd.Prompt, ex.PromptIDs}, {rd.Completion, ex.CompletionIDs}} {
 			n, ok := m.MinTokens(c.segs)
 			if !ok || n > len(c.ids) {
-				t.Fatalf("%s: MinTokens %d (ok %v) > %d tokens", row.Source(), n, ok, len(c.ids))
+				t.Fatalf("%s: MinTokens %d (ok %v) > %d tokens", row.Source, n, ok, len(c.ids))
 			}
 			bound += n
 			count += len(c.ids)

@@ -12,9 +12,12 @@
 // bpe's, under the names tokenize has always had (base.go).
 //
 // It may import loader (the rows), tokenize/bpe, internal/hub (to find a tokenizer in the
-// Hugging Face cache or download one), internal/jsonstr, internal/stablehash and testdata
-// (the demo tokenizer); nothing above it.
+// Hugging Face cache or download one), internal/pyjson (tools lists read and written as
+// Python does), internal/jsonstr, internal/stablehash and testdata (the demo tokenizer);
+// nothing above it.
 package tokenize
+
+import "github.com/ktoloader/ktoloader/loader"
 
 // Segment is one piece of a rendered conversation: either a control token (Control >= 0,
 // Text empty) or plain text (Control == -1) that is tokenized as characters only.
@@ -38,7 +41,7 @@ type Example struct {
 
 	Label    bool
 	Behavior string
-	Source   string // file:line
+	Source   loader.Source
 
 	// Group names the request this example answers, for the group-aware split: a hash of
 	// the conversation before the final assistant message WITHOUT the system message, with

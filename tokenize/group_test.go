@@ -52,7 +52,7 @@ func TestGroupOfStreams(t *testing.T) {
 		u, a, tr := str(), str(), str()
 		msgs := []loader.Message{
 			{Role: "user", Content: &u},
-			{Role: "assistant", ToolCalls: []loader.ToolCall{{ID: "abcDEF123", Name: str(), Arguments: []byte(`{"x": "` + str() + `"}`)}}},
+			{Role: "assistant", ToolCalls: []loader.ToolCall{loader.ToolCall{ID: "abcDEF123", Name: str()}.WithArguments([]byte(`{"x": "` + str() + `"}`))}},
 			{Role: "tool", Content: &tr, ToolCallID: "abcDEF123"},
 			{Role: "assistant", Content: &a},
 		}

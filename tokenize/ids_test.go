@@ -10,7 +10,7 @@ import (
 func str(s string) *string { return &s }
 
 func call(id, name string) loader.ToolCall {
-	return loader.ToolCall{ID: id, Type: "function", Name: name, Arguments: []byte(`{}`)}
+	return loader.ToolCall{ID: id, Type: "function", Name: name}.WithArguments([]byte(`{}`))
 }
 
 func callMsg(calls ...loader.ToolCall) loader.Message {

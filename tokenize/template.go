@@ -2,11 +2,13 @@ package tokenize
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/ktoloader/ktoloader/internal/pyjson"
 	"github.com/ktoloader/ktoloader/loader"
 )
 
@@ -91,11 +93,11 @@ func (o Options) Validate() error {
 		return tmplErr("AssistantTextWithTools", ErrBadOptions, "%q is not keep or drop", o.AssistantTextWithTools)
 	}
 	if o.Tools != nil {
-		v, err := parsePyJSON(o.Tools)
+		v, err := pyjson.Parse(o.Tools)
 		if err != nil {
 			return tmplErr("Tools", ErrBadOptions, "%v", err)
 		}
-		if v.kind != jsonArray {
+		if v.Kind != pyjson.Array {
 			return tmplErr("Tools", ErrBadOptions, "want a JSON list of tools")
 		}
 	}
@@ -267,8 +269,9 @@ type conv struct {
 	tools *toolsBlock
 }
 
-// prepare serializes every call's function object (so a bad argument is reported before any
-// template check, as ref_render.py parses arguments first) and picks the tools.
+// prepare serializes every call's function object from the arguments the loader parsed
+// (loader.ToolCall.PyArguments; a bad argument is reported before any template check, as
+// ref_render.py parses arguments first) and picks the tools.
 func (r *renderer) prepare(msgs []loader.Message, rowTools json.RawMessage) (*conv, error) {
 	c := &conv{r: r, msgs: msgs, calls: make([][]string, len(msgs)), tools: r.defTools}
 	if rowTools != nil {
@@ -284,18 +287,19 @@ func (r *renderer) prepare(msgs []loader.Message, rowTools json.RawMessage) (*co
 		for j := range m.ToolCalls {
 			tc := &m.ToolCalls[j]
 			field := fmt.Sprintf("%s.tool_calls[%d].function.arguments", msgPath(i), j)
-			v, err := parsePyJSON(tc.Arguments)
-			if err != nil {
-				return nil, tmplErr(field, loader.ErrBadArguments, "%v", err)
-			}
-			if v.kind != jsonObject {
+			switch err := tc.ArgumentsErr; {
+			case errors.Is(err, loader.ErrArgumentsNotObj):
 				return nil, tmplErr(field, loader.ErrArgumentsNotObj, "arguments are not a JSON object")
+			case err != nil:
+				return nil, tmplErr(field, loader.ErrBadArguments, "%v", err)
+			case tc.PyArguments == "":
+				return nil, tmplErr(field, loader.ErrBadArguments, "arguments were not parsed (loader.ToolCall.WithArguments)")
 			}
 			b.Reset()
 			b.WriteString(`{"name": `)
-			writePyString(&b, tc.Name)
+			pyjson.WriteString(&b, tc.Name)
 			b.WriteString(`, "arguments": `)
-			v.writePy(&b)
+			b.WriteString(tc.PyArguments)
 			c.calls[i][j] = b.String()
 		}
 	}
@@ -484,23 +488,23 @@ func renderTools(raw json.RawMessage, from string) (string, error) {
 		}
 		return &TemplateError{Field: field, Err: ErrBadTools, Detail: detail}
 	}
-	v, err := parsePyJSON(raw)
+	v, err := pyjson.Parse(raw)
 	if err != nil {
 		return "", bad("tools", "%v", err)
 	}
-	if v.kind != jsonArray {
+	if v.Kind != pyjson.Array {
 		return "", bad("tools", "not a list")
 	}
 	var b strings.Builder
 	b.WriteString(" [")
-	for k := range v.items {
-		fn, ok := v.items[k].field("function")
-		if !ok || fn.kind != jsonObject {
+	for k := range v.Items {
+		fn, ok := v.Items[k].Field("function")
+		if !ok || fn.Kind != pyjson.Object {
 			return "", bad(fmt.Sprintf("tools[%d].function", k), "each tool needs a \"function\" object")
 		}
 		b.WriteString(`{"type": "function", "function": {`)
 		sep := false
-		for i, key := range fn.keys {
+		for i, key := range fn.Keys {
 			if key == "return" {
 				continue
 			}
@@ -508,17 +512,17 @@ func renderTools(raw json.RawMessage, from string) (string, error) {
 				b.WriteString(", ")
 			}
 			sep = true
-			val := &fn.items[i]
+			val := &fn.Items[i]
 			// The template concatenates keys and string values unescaped, and tojson's the rest.
 			b.WriteString(`"` + key + `": `)
-			if val.kind == jsonString {
-				b.WriteString(`"` + val.text + `"`)
+			if val.Kind == pyjson.String {
+				b.WriteString(`"` + val.Text + `"`)
 			} else {
-				val.writePy(&b)
+				val.Write(&b)
 			}
 		}
 		b.WriteString("}}")
-		if k < len(v.items)-1 {
+		if k < len(v.Items)-1 {
 			b.WriteString(", ")
 		} else {
 			b.WriteString("]")

@@ -82,10 +82,11 @@ func goldenMessages(t *testing.T, raw []json.RawMessage) []loader.Message {
 			msg.Content = &s
 		}
 		for _, c := range m.ToolCalls {
-			tc := loader.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name, Arguments: c.Function.Arguments}
+			tc := loader.ToolCall{ID: c.ID, Type: c.Type, Name: c.Function.Name}.WithArguments(c.Function.Arguments)
 			var args string
 			if json.Unmarshal(c.Function.Arguments, &args) == nil {
-				tc.Arguments, tc.ArgumentsWasString = json.RawMessage(args), true
+				tc = tc.WithArguments(json.RawMessage(args))
+				tc.ArgumentsWasString = true
 			}
 			msg.ToolCalls = append(msg.ToolCalls, tc)
 		}
@@ -367,15 +368,15 @@ func TestRenderErrors(t *testing.T) {
 		{"ends with user", []loader.Message{{Role: "user", Content: str("q")}}, "", loader.ErrNoFinalAssistant, "conversations[0].role"},
 		{"only a tool-call answer", []loader.Message{callMsg(call("abcDEF123", "f"))}, "", ErrEmptyPrompt, "conversations[0]"},
 		{"folded system content null", []loader.Message{{Role: "system"}, {Role: "user", Content: str("q")}, {Role: "assistant", Content: str("a")}}, "", ErrContentNotString, "conversations[0].content"},
-		{"bad arguments", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", ToolCalls: []loader.ToolCall{{ID: "abcDEF123", Name: "f", Arguments: []byte(`{"a": NaN}`)}}}}, "", loader.ErrBadArguments, "conversations[1].tool_calls[0].function.arguments"},
-		{"arguments not an object", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", ToolCalls: []loader.ToolCall{{ID: "abcDEF123", Name: "f", Arguments: []byte(`[1]`)}}}}, "", loader.ErrArgumentsNotObj, "conversations[1].tool_calls[0].function.arguments"},
+		{"bad arguments", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", ToolCalls: []loader.ToolCall{loader.ToolCall{ID: "abcDEF123", Name: "f"}.WithArguments([]byte(`{"a": NaN}`))}}}, "", loader.ErrBadArguments, "conversations[1].tool_calls[0].function.arguments"},
+		{"arguments not an object", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", ToolCalls: []loader.ToolCall{loader.ToolCall{ID: "abcDEF123", Name: "f"}.WithArguments([]byte(`[1]`))}}}, "", loader.ErrArgumentsNotObj, "conversations[1].tool_calls[0].function.arguments"},
 		{"tools not a list", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", Content: str("a")}}, `{"function": {}}`, ErrBadTools, "tools"},
 		{"tool function a string", []loader.Message{{Role: "user", Content: str("q")}, {Role: "assistant", Content: str("a")}}, `[{"function": "f"}]`, ErrBadTools, "tools[0].function"},
 		{"unknown role in history", []loader.Message{{Role: "user", Content: str("q")}, {Role: "developer", Content: str("d")}, {Role: "user", Content: str("q")}, {Role: "assistant", Content: str("a")}}, "", ErrUnsupportedRole, "conversations[1].role"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			row := loader.Row{File: "x", Line: 1, Messages: c.msgs}
+			row := loader.Row{Source: loader.Source{File: "x", Line: 1}, Messages: c.msgs}
 			if c.tools != "" {
 				row.Tools = json.RawMessage(c.tools)
 			}

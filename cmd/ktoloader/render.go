@@ -132,7 +132,7 @@ func runRender(stdout io.Writer, f *renderFlags) error {
 	enc.SetEscapeHTML(false)
 	writeErr := func(re *loader.RowError) error {
 		var l renderErrorLine
-		l.Source, l.Error.Field, l.Error.Reason = loader.FormatSource(re.File, re.Line), re.Field, re.Reason()
+		l.Source, l.Error.Field, l.Error.Reason = re.Source.String(), re.Field, re.Reason()
 		return enc.Encode(&l)
 	}
 	lcfg, err := f.in.config()
@@ -157,7 +157,7 @@ func runRender(stdout io.Writer, f *renderFlags) error {
 			}
 			ex, r := &res.Example, res.Rendering
 			return enc.Encode(&renderLine{
-				Source:        ex.Source,
+				Source:        ex.Source.String(),
 				Messages:      renderMessages(r.Messages),
 				Prompt:        ex.Prompt,
 				Completion:    ex.Completion,

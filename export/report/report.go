@@ -29,7 +29,8 @@
 // Memory: shards and inputs are streamed; per example the report keeps about 40 bytes
 // (hashes, lengths, label, behavior), plus a MinHash signature per test example.
 //
-// It may import export, kto, tokenize, loader and testdata; only cmd/ktoloader imports it.
+// It may import export, kto, tokenize, loader, internal/pyjson (to read rendered tool calls),
+// internal/stablehash and testdata; only cmd/ktoloader imports it.
 package report
 
 import (

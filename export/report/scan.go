@@ -2,6 +2,7 @@ package report
 
 import (
 	"bufio"
+	"cmp"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -190,14 +191,15 @@ func (s *scanner) behavior(name string) int32 {
 	return id
 }
 
-// rawKeyOf maps a "file:line" source to its input row, when the file is a manifest input.
+// rawKeyOf maps a shard's source column ("file:line", as prep wrote it) to its input row,
+// when the file is a manifest input.
 func (s *scanner) rawKeyOf(source string) uint64 {
-	file, line, ok := loader.ParseSource(source)
-	in, found := s.inputIdx[file]
-	if !ok || !found || line < 0 {
+	src, ok := loader.ParseSource(source)
+	in, found := s.inputIdx[src.File]
+	if !ok || !found || src.Line < 0 {
 		return noRaw
 	}
-	return rawKey(in, line)
+	return rawKey(in, src.Line)
 }
 
 // scanKTO is the first pass: one compact example per kto/ row, and every feature the
@@ -400,7 +402,7 @@ func (s *scanner) scanRejects() error {
 			}
 			rs.Rows++
 			if len(rs.Examples) < s.opt.examples() {
-				rs.Examples = append(rs.Examples, RejectExample{Source: loader.FormatSource(r.File, r.Line),
+				rs.Examples = append(rs.Examples, RejectExample{Source: loader.Source{File: r.File, Line: r.Line}.String(),
 					Field: r.Field, Detail: r.Detail, Raw: cutHead(r.Raw, 600)})
 			}
 		}
@@ -427,7 +429,7 @@ func (s *scanner) scanRejects() error {
 	}
 	slices.SortFunc(rr.Reasons, func(a, b RejectReason) int {
 		if a.Rows != b.Rows {
-			return cmpInt64(b.Rows, a.Rows)
+			return cmp.Compare(b.Rows, a.Rows)
 		}
 		return strings.Compare(a.Reason, b.Reason)
 	})

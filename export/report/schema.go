@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ktoloader/ktoloader/export"
+	"github.com/ktoloader/ktoloader/internal/pyjson"
 )
 
 // ToolSchema is what the report checks a tool call against: the parameter names a tool
@@ -151,42 +152,44 @@ func parseAnswer(completion string) answer {
 		}
 		at := off + i
 		rest := strings.TrimSpace(body[at+len(toolCallsMark):])
-		var list []struct {
-			Name      string          `json:"name"`
-			Arguments json.RawMessage `json:"arguments"`
-		}
-		if err := json.Unmarshal([]byte(rest), &list); err == nil {
-			a := answer{parsed: true, toolText: strings.TrimSpace(body[:at]) != ""}
-			for _, c := range list {
-				keys, ok := objectKeys(c.Arguments)
-				a.calls = append(a.calls, call{name: c.Name, keys: keys, obj: ok})
-			}
-			return a
+		if calls, ok := renderedCalls(rest); ok {
+			return answer{calls: calls, parsed: true, toolText: strings.TrimSpace(body[:at]) != ""}
 		}
 		off = at + len(toolCallsMark)
 	}
 }
 
-// objectKeys returns the top-level keys of a JSON object in input order.
-func objectKeys(raw json.RawMessage) ([]string, bool) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+// renderedCalls reads a call list as the template writes it, with the package it writes it
+// with (internal/pyjson; the shards keep only the rendered text, not the loader's parsed
+// arguments): a list (or null) of objects (or nulls) with a string (or null) "name" and
+// "arguments", whose top-level keys a call keeps when they are an object. Anything else is
+// not a call list.
+func renderedCalls(text string) ([]call, bool) {
+	v, err := pyjson.Parse([]byte(text))
+	if err != nil || (v.Kind != pyjson.Array && v.Kind != pyjson.Null) {
 		return nil, false
 	}
-	var keys []string
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return keys, false
+	var calls []call
+	for k := range v.Items {
+		var c call
+		switch it := &v.Items[k]; it.Kind {
+		case pyjson.Null:
+		case pyjson.Object:
+			if n, ok := it.Field("name"); ok && n.Kind != pyjson.Null {
+				if n.Kind != pyjson.String {
+					return nil, false
+				}
+				c.name = n.Text
+			}
+			if a, ok := it.Field("arguments"); ok && a.Kind == pyjson.Object {
+				c.keys, c.obj = a.Keys, true
+			}
+		default:
+			return nil, false
 		}
-		k, _ := t.(string)
-		keys = append(keys, k)
-		var skip json.RawMessage
-		if err := dec.Decode(&skip); err != nil {
-			return keys, false
-		}
+		calls = append(calls, c)
 	}
-	return keys, true
+	return calls, true
 }
 
 // problemKey names one kind of problem with one tool (and parameter).

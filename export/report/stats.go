@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -129,7 +130,7 @@ type valueCount struct {
 // desirable row against each undesirable one, ties half) and the best rule "x ≥ t → label"
 // or "x ≥ t → other label" (t = +∞ predicts one label for all: the baseline).
 func separation(vals []valueCount) (auc float64, acc float64, thr int64, aboveLabel bool, total [2]int64) {
-	slices.SortFunc(vals, func(a, b valueCount) int { return cmpInt64(a.v, b.v) })
+	slices.SortFunc(vals, func(a, b valueCount) int { return cmp.Compare(a.v, b.v) })
 	for _, vc := range vals {
 		total[0] += vc.n[0]
 		total[1] += vc.n[1]
@@ -165,16 +166,6 @@ func separation(vals []valueCount) (auc float64, acc float64, thr int64, aboveLa
 		lo[1] += vc.n[1]
 	}
 	return auc, float64(best) / float64(n), thr, aboveLabel, total
-}
-
-func cmpInt64(a, b int64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 func labelWord(desirable bool) string {
@@ -237,7 +228,7 @@ func (f *feature) result(behaviors []string) Shortcut {
 			No:       export.LabelCounts{Desirable: t[0][1], Undesirable: t[0][0]},
 			Accuracy: ratio(c, n)})
 	}
-	slices.SortFunc(s.ByBehavior, func(a, b BehaviorSplit) int { return cmpString(a.Behavior, b.Behavior) })
+	slices.SortFunc(s.ByBehavior, func(a, b BehaviorSplit) int { return cmp.Compare(a.Behavior, b.Behavior) })
 	if all > 0 {
 		w := float64(right) / float64(all)
 		s.WithinBehavior = &w
@@ -250,16 +241,6 @@ func ratio(a, b int64) float64 {
 		return 0
 	}
 	return float64(a) / float64(b)
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // binaryAUC is the AUC of a yes/no feature: (TPR + TNR)/2 for "yes → desirable", the

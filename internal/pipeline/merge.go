@@ -370,6 +370,7 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 	offsets := make([]int64, len(runs))
 	partial := make([]int64, len(runs))
 	var leftovers []tokenize.Example
+	var leftSource []string // their shard source columns, written again as read
 	var offset int64
 	for i, r := range runs {
 		bi := r.m.KTO.Splits[split]
@@ -385,7 +386,8 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 			sc.Add(row.Behavior, row.Label)
 			if row.BatchIndex == partial[i] {
 				leftovers = append(leftovers, tokenize.Example{PromptIDs: row.PromptIDs, CompletionIDs: row.CompletionIDs,
-					Label: row.Label, Behavior: row.Behavior, Prompt: row.Prompt, Completion: row.Completion, Source: row.Source})
+					Label: row.Label, Behavior: row.Behavior, Prompt: row.Prompt, Completion: row.Completion})
+				leftSource = append(leftSource, row.Source)
 				return nil
 			}
 			if row.BatchIndex < 0 || row.BatchIndex >= full {
@@ -417,8 +419,9 @@ func mergeSplit(cfg MergeConfig, runs []shardRun, split string, kc kto.Config, w
 			batch[k] = leftovers[j]
 		}
 		rows, _ := kto.BatchRows(batch, offset+int64(b), kc)
-		for _, r := range rows {
-			bc.add(r)
+		for k := range rows { // BatchRows keeps the batch's order
+			rows[k].Source = leftSource[members[k]]
+			bc.add(rows[k])
 		}
 		if err := kw.Write(rows...); err != nil {
 			return nil, err

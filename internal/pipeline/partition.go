@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"bufio"
-	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -365,18 +364,9 @@ func sumSplitStats(parts []kto.SplitStats) kto.SplitStats {
 	return out
 }
 
-// sortStrata puts strata in kto.PlanSplit's report order: by behavior, desirable first.
+// sortStrata puts strata in kto.PlanSplit's report order.
 func sortStrata(strata []kto.Stratum) {
 	slices.SortFunc(strata, func(a, b kto.Stratum) int {
-		if c := cmp.Compare(a.Behavior, b.Behavior); c != 0 {
-			return c
-		}
-		if a.Label == b.Label {
-			return 0
-		}
-		if a.Label {
-			return -1
-		}
-		return 1
+		return kto.StratumKey{Behavior: a.Behavior, Label: a.Label}.Compare(kto.StratumKey{Behavior: b.Behavior, Label: b.Label})
 	})
 }

@@ -149,7 +149,7 @@ func passOne(cfg Config, mistral *tokenize.Mistral, sp *spill, rej *Rejects, m *
 			w.plen, w.clen = len(ex.PromptIDs), len(ex.CompletionIDs)
 			w.repaired, w.textTools, w.trimmed = ex.RepairedIDs, ex.TextWithTools, res.Trimmed > 0
 			w.unpaired = ex.UnpairedResults
-			w.largeText = export.IsLargeText(max(len(ex.Prompt), len(ex.Completion), len(ex.Behavior), len(ex.Source)))
+			w.largeText = export.IsLargeText(max(len(ex.Prompt), len(ex.Completion), len(ex.Behavior), len(ex.Source.String())))
 		}
 		emit := func(it *item[worked]) error {
 			seen++

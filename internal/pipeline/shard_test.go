@@ -198,7 +198,7 @@ func TestSpillRoundTrip(t *testing.T) {
 			ids[k] = int32(1000*i + k)
 		}
 		exs = append(exs, tokenize.Example{PromptIDs: ids, CompletionIDs: []int32{int32(i), 2}, PromptAssistant: pa,
-			Prompt: fmt.Sprint("p", i), Completion: "c", Label: i%2 == 0, Behavior: "b", Source: "f:1",
+			Prompt: fmt.Sprint("p", i), Completion: "c", Label: i%2 == 0, Behavior: "b", Source: loader.Source{File: "f", Line: 1},
 			Group: uint64(i) << 40, RepairedIDs: i, TextWithTools: i%3 == 0})
 	}
 	for i := range exs {

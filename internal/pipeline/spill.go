@@ -83,12 +83,17 @@ func putRuns(b []byte, marks []bool) []byte {
 
 // encodeExample appends the spill record of ex to b. Workers encode, so that the one
 // goroutine that appends records only copies bytes.
-func encodeExample(b []byte, ex *tokenize.Example) []byte {
+func encodeExample(b []byte, ex *tokenize.Example) []byte { return encodeFields(b, ex, putStr) }
+
+// encodeFields is the one layout of a record: it appends ex's fields to b in order, each
+// text through str (putStr, or AppendExample's, which writes b and the text to the file
+// instead and returns b emptied).
+func encodeFields(b []byte, ex *tokenize.Example, str func(b []byte, v string) []byte) []byte {
 	b = putIDs(b, ex.PromptIDs)
 	b = putIDs(b, ex.CompletionIDs)
 	b = putRuns(b, ex.PromptAssistant)
-	b = putStr(b, ex.Prompt)
-	b = putStr(b, ex.Completion)
+	b = str(b, ex.Prompt)
+	b = str(b, ex.Completion)
 	flags := byte(0)
 	if ex.Label {
 		flags |= 1
@@ -96,12 +101,11 @@ func encodeExample(b []byte, ex *tokenize.Example) []byte {
 	if ex.TextWithTools {
 		flags |= 2
 	}
-	b = append(b, flags)
-	b = putStr(b, ex.Behavior)
-	b = putStr(b, ex.Source)
+	b = str(append(b, flags), ex.Behavior)
+	b = str(b, ex.Source.File)
+	b = putU(b, uint64(ex.Source.Line))
 	b = putU(b, uint64(ex.RepairedIDs))
-	b = binary.LittleEndian.AppendUint64(b, ex.Group)
-	return b
+	return binary.LittleEndian.AppendUint64(b, ex.Group)
 }
 
 // bigRecord: a record at least this long is streamed to the spill (AppendExample) and read
@@ -111,7 +115,7 @@ const bigRecord = 1 << 20
 
 // recordSize is an upper bound on the length of ex's record.
 func recordSize(ex *tokenize.Example) int {
-	return 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source) + len(ex.Behavior) + 64
+	return 4*(len(ex.PromptIDs)+len(ex.CompletionIDs)) + len(ex.Prompt) + len(ex.Completion) + len(ex.Source.File) + len(ex.Behavior) + 64
 }
 
 // Append writes one example and returns its index.
@@ -127,9 +131,6 @@ func (s *spill) Append(ex *tokenize.Example) (int, error) {
 // AppendExample writes ex's record (the bytes encodeExample makes) straight into the file's
 // buffer, texts without a copy, and returns its index and length.
 func (s *spill) AppendExample(ex *tokenize.Example) (int, uint32, error) {
-	b := putIDs(s.buf[:0], ex.PromptIDs)
-	b = putIDs(b, ex.CompletionIDs)
-	b = putRuns(b, ex.PromptAssistant)
 	n := 0
 	var err error
 	write := func(b []byte) {
@@ -146,19 +147,7 @@ func (s *spill) AppendExample(ex *tokenize.Example) (int, uint32, error) {
 		}
 		return b[:0]
 	}
-	b = str(b, ex.Prompt)
-	b = str(b, ex.Completion)
-	flags := byte(0)
-	if ex.Label {
-		flags |= 1
-	}
-	if ex.TextWithTools {
-		flags |= 2
-	}
-	b = str(append(b, flags), ex.Behavior)
-	b = str(b, ex.Source)
-	b = putU(b, uint64(ex.RepairedIDs))
-	b = binary.LittleEndian.AppendUint64(b, ex.Group)
+	b := encodeFields(s.buf[:0], ex, str)
 	write(b)
 	s.buf = b[:0]
 	if err != nil {
@@ -235,7 +224,8 @@ func (s *spill) GetAt(off int64, n uint32) (tokenize.Example, error) {
 	flags := d.byte()
 	ex.Label, ex.TextWithTools = flags&1 != 0, flags&2 != 0
 	ex.Behavior = d.str()
-	ex.Source = d.str()
+	ex.Source.File = d.str()
+	ex.Source.Line = int64(d.u())
 	ex.RepairedIDs = int(d.u())
 	if g := d.take(8); len(g) == 8 {
 		ex.Group = binary.LittleEndian.Uint64(g)

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ktoloader/ktoloader/loader"
 	"github.com/ktoloader/ktoloader/tokenize"
 )
 
@@ -18,10 +19,10 @@ func TestSpillAppendStreamsSameBytes(t *testing.T) {
 	big := strings.Repeat("0123456789abcdef", bigRecord/16+1)
 	exs := []tokenize.Example{
 		{PromptIDs: []int32{1, 2, 3}, CompletionIDs: []int32{4}, PromptAssistant: []bool{false, true, true},
-			Prompt: "p", Completion: "c", Label: true, Behavior: "b", Source: "f:1", Group: 1 << 50, RepairedIDs: 2, TextWithTools: true},
-		{PromptIDs: []int32{1, -7}, CompletionIDs: []int32{}, Prompt: big, Completion: "done", Behavior: "b", Source: "f:2", Group: 3},
+			Prompt: "p", Completion: "c", Label: true, Behavior: "b", Source: loader.Source{File: "f", Line: 1}, Group: 1 << 50, RepairedIDs: 2, TextWithTools: true},
+		{PromptIDs: []int32{1, -7}, CompletionIDs: []int32{}, Prompt: big, Completion: "done", Behavior: "b", Source: loader.Source{File: "f", Line: 2}, Group: 3},
 		{PromptIDs: []int32{}, CompletionIDs: []int32{9, 9}, PromptAssistant: []bool{}, Prompt: "", Completion: big[:bigRecord/2],
-			Label: true, Behavior: big[:bigRecord/2+3], Source: "ü.jsonl:3", Group: 4},
+			Label: true, Behavior: big[:bigRecord/2+3], Source: loader.Source{File: "ü.jsonl", Line: 3}, Group: 4},
 	}
 	dir := t.TempDir()
 	mem, err := newSpill(dir)

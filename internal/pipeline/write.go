@@ -252,8 +252,7 @@ func rejectDropped(get func(j int) (tokenize.Example, error), rej *Rejects, n in
 		if err != nil {
 			return err
 		}
-		file, line, _ := loader.ParseSource(ex.Source)
-		re := &loader.RowError{File: file, Line: line, Err: errDropLast,
+		re := &loader.RowError{Source: ex.Source, Err: errDropLast,
 			Detail: "left out of the last, partial KTO batch by --drop-last"}
 		m.Counts.Unwrite(reasonDropLast)
 		if err := rej.Write(re); err != nil {

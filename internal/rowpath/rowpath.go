@@ -81,7 +81,7 @@ func (p *Path) line(parse func([]byte, string, int64, loader.Config) (loader.Row
 	if err != nil {
 		var re *loader.RowError
 		if !errors.As(err, &re) {
-			re = &loader.RowError{File: file, Line: line, Err: err}
+			re = &loader.RowError{Source: loader.Source{File: file, Line: line}, Err: err}
 		}
 		return Result{Reject: re}
 	}
@@ -147,7 +147,7 @@ func (p *Path) Row(row *loader.Row, keep func(*tokenize.Rendering) bool) Result 
 // rowError places a later stage's error at its row: a template error's field, a length
 // error's length in Detail (for people and the report).
 func rowError(row *loader.Row, err error) *loader.RowError {
-	re := &loader.RowError{File: row.File, Line: row.Line, Err: err, Raw: row.Raw}
+	re := &loader.RowError{Source: row.Source, Err: err, Raw: row.Raw}
 	var le *kto.LengthError
 	if errors.As(err, &le) {
 		re.Detail = le.Error()

@@ -1,19 +1,9 @@
-package tokenize
-
-import (
-	"errors"
-	"fmt"
-	"math"
-	"strconv"
-	"strings"
-
-	"github.com/ktoloader/ktoloader/internal/jsonstr"
-)
-
-// This file re-serializes JSON text exactly as Python's json.dumps(json.loads(text),
-// ensure_ascii=False) does with the default separators (", " and ": "): the chat template's
-// tojson filter (transformers) and the arguments that vLLM and mistral_common feed it are
-// Python values, so the bytes the model sees are Python's, not Go's.
+// Package pyjson reads JSON as Python's json.loads does and writes it back as
+// json.dumps(…, ensure_ascii=False) does with the default separators (", " and ": "): the
+// chat template's tojson filter (transformers) and the arguments that vLLM and mistral_common
+// feed it are Python values, so the bytes the model sees are Python's, not Go's. The loader
+// parses tool-call arguments with it once (loader.ToolCall.PyArguments), tokenize renders
+// tools lists with it, and the report reads rendered tool calls back with it.
 //
 // What Python does, and so what this does:
 //   - objects keep their key order; a repeated key keeps the position of its first occurrence
@@ -28,9 +18,23 @@ import (
 //   - NaN, Infinity and -Infinity are refused as input (ref_render.py refuses them too: they
 //     are not JSON), as are lone UTF-16 surrogates (a Python str may hold one, but no UTF-8
 //     text, and so no tokenizer input, can).
+//
+// It imports only internal/jsonstr (the string codec) and the standard library; any package
+// of the module may import it.
+package pyjson
 
-// errPyJSON is the cause wrapped by every parse error of this file.
-var errPyJSON = errors.New("invalid JSON")
+import (
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/ktoloader/ktoloader/internal/jsonstr"
+)
+
+// ErrInvalid is the cause wrapped by every parse error of this package.
+var ErrInvalid = errors.New("invalid JSON")
 
 // maxIntDigits is Python's default int_max_str_digits (3.11+): json.loads refuses longer integers.
 const maxIntDigits = 4300
@@ -38,112 +42,114 @@ const maxIntDigits = 4300
 // maxJSONDepth bounds nesting so hostile input cannot exhaust the stack.
 const maxJSONDepth = 10000
 
-type jsonKind uint8
+// Kind is a JSON value's type.
+type Kind uint8
 
+// The kinds of Value.
 const (
-	jsonNull jsonKind = iota
-	jsonBool
-	jsonNumber // text holds the Python rendering of the number
-	jsonString // text holds the decoded string
-	jsonArray
-	jsonObject
+	Null Kind = iota
+	Bool
+	Number // Text holds the Python rendering of the number
+	String // Text holds the decoded string
+	Array
+	Object
 )
 
-// jsonValue is a decoded JSON value that remembers object key order (Go maps do not).
-type jsonValue struct {
-	kind  jsonKind
-	b     bool
-	text  string
-	items []jsonValue // array elements, or object values
-	keys  []string    // object keys, parallel to items
+// Value is a decoded JSON value that remembers object key order (Go maps do not).
+type Value struct {
+	Kind  Kind
+	Bool  bool
+	Text  string
+	Items []Value  // array elements, or object values
+	Keys  []string // object keys, parallel to Items (each once: see the package comment)
 }
 
-// field returns the value of key in an object.
-func (v *jsonValue) field(key string) (*jsonValue, bool) {
-	if v.kind != jsonObject {
+// Field returns the value of key in an object.
+func (v *Value) Field(key string) (*Value, bool) {
+	if v.Kind != Object {
 		return nil, false
 	}
-	for i, k := range v.keys {
+	for i, k := range v.Keys {
 		if k == key {
-			return &v.items[i], true
+			return &v.Items[i], true
 		}
 	}
 	return nil, false
 }
 
-// parsePyJSON decodes data as Python's json.loads would (see the file comment).
-func parsePyJSON(data []byte) (jsonValue, error) {
+// Parse decodes data as Python's json.loads would (see the package comment).
+func Parse(data []byte) (Value, error) {
 	p := pyParser{s: data}
 	p.ws()
 	v, err := p.value(0)
 	if err != nil {
-		return jsonValue{}, err
+		return Value{}, err
 	}
 	p.ws()
 	if p.i != len(p.s) {
-		return jsonValue{}, p.errf("extra data after the value")
+		return Value{}, p.errf("extra data after the value")
 	}
 	return v, nil
 }
 
-// pyDumps renders data as Python's json.dumps(json.loads(data), ensure_ascii=False).
-func pyDumps(data []byte) (string, error) {
-	v, err := parsePyJSON(data)
+// Dumps renders data as Python's json.dumps(json.loads(data), ensure_ascii=False).
+func Dumps(data []byte) (string, error) {
+	v, err := Parse(data)
 	if err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	v.writePy(&b)
+	v.Write(&b)
 	return b.String(), nil
 }
 
-// writePy writes v as json.dumps(v, ensure_ascii=False) does.
-func (v *jsonValue) writePy(b *strings.Builder) {
-	switch v.kind {
-	case jsonNull:
+// Write writes v as json.dumps(v, ensure_ascii=False) does.
+func (v *Value) Write(b *strings.Builder) {
+	switch v.Kind {
+	case Null:
 		b.WriteString("null")
-	case jsonBool:
-		if v.b {
+	case Bool:
+		if v.Bool {
 			b.WriteString("true")
 		} else {
 			b.WriteString("false")
 		}
-	case jsonNumber:
-		b.WriteString(v.text)
-	case jsonString:
-		writePyString(b, v.text)
-	case jsonArray:
+	case Number:
+		b.WriteString(v.Text)
+	case String:
+		WriteString(b, v.Text)
+	case Array:
 		b.WriteByte('[')
-		for i := range v.items {
+		for i := range v.Items {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			v.items[i].writePy(b)
+			v.Items[i].Write(b)
 		}
 		b.WriteByte(']')
-	case jsonObject:
+	case Object:
 		b.WriteByte('{')
-		for i := range v.items {
+		for i := range v.Items {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			writePyString(b, v.keys[i])
+			WriteString(b, v.Keys[i])
 			b.WriteString(": ")
-			v.items[i].writePy(b)
+			v.Items[i].Write(b)
 		}
 		b.WriteByte('}')
 	}
 }
 
-// writePyString writes s as a JSON string the way Python's encoder does with
+// WriteString writes s as a JSON string the way Python's encoder does with
 // ensure_ascii=False (json.encoder.ESCAPE / ESCAPE_DCT): jsonstr.Append.
-func writePyString(b *strings.Builder, s string) {
+func WriteString(b *strings.Builder, s string) {
 	var buf [256]byte
 	b.Write(jsonstr.Append(buf[:0], s))
 }
 
-// pyFloatRepr formats f as Python's repr(float) (and so json.dumps) does.
-func pyFloatRepr(f float64) string {
+// floatRepr formats f as Python's repr(float) (and so json.dumps) does.
+func floatRepr(f float64) string {
 	switch {
 	case math.IsInf(f, 1):
 		return "Infinity"
@@ -212,7 +218,7 @@ type pyParser struct {
 }
 
 func (p *pyParser) errf(format string, args ...any) error {
-	return fmt.Errorf("%w: %s at byte %d", errPyJSON, fmt.Sprintf(format, args...), p.i)
+	return fmt.Errorf("%w: %s at byte %d", ErrInvalid, fmt.Sprintf(format, args...), p.i)
 }
 
 func (p *pyParser) ws() {
@@ -226,12 +232,12 @@ func (p *pyParser) ws() {
 	}
 }
 
-func (p *pyParser) value(depth int) (jsonValue, error) {
+func (p *pyParser) value(depth int) (Value, error) {
 	if depth > maxJSONDepth {
-		return jsonValue{}, p.errf("nested deeper than %d", maxJSONDepth)
+		return Value{}, p.errf("nested deeper than %d", maxJSONDepth)
 	}
 	if p.i >= len(p.s) {
-		return jsonValue{}, p.errf("unexpected end of input")
+		return Value{}, p.errf("unexpected end of input")
 	}
 	switch c := p.s[p.i]; {
 	case c == '{':
@@ -240,17 +246,17 @@ func (p *pyParser) value(depth int) (jsonValue, error) {
 		return p.array(depth)
 	case c == '"':
 		s, err := p.str()
-		return jsonValue{kind: jsonString, text: s}, err
+		return Value{Kind: String, Text: s}, err
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	case p.lit("true"):
-		return jsonValue{kind: jsonBool, b: true}, nil
+		return Value{Kind: Bool, Bool: true}, nil
 	case p.lit("false"):
-		return jsonValue{kind: jsonBool}, nil
+		return Value{Kind: Bool}, nil
 	case p.lit("null"):
-		return jsonValue{kind: jsonNull}, nil
+		return Value{Kind: Null}, nil
 	default:
-		return jsonValue{}, p.errf("unexpected character %q", rune(c))
+		return Value{}, p.errf("unexpected character %q", rune(c))
 	}
 }
 
@@ -262,9 +268,9 @@ func (p *pyParser) lit(word string) bool {
 	return false
 }
 
-func (p *pyParser) object(depth int) (jsonValue, error) {
+func (p *pyParser) object(depth int) (Value, error) {
 	p.i++ // {
-	v := jsonValue{kind: jsonObject}
+	v := Value{Kind: Object}
 	p.ws()
 	if p.i < len(p.s) && p.s[p.i] == '}' {
 		p.i++
@@ -291,15 +297,15 @@ func (p *pyParser) object(depth int) (jsonValue, error) {
 		}
 		// A repeated key keeps its first position and takes the new value, as a dict does.
 		dup := false
-		for j, old := range v.keys {
+		for j, old := range v.Keys {
 			if old == k {
-				v.items[j], dup = val, true
+				v.Items[j], dup = val, true
 				break
 			}
 		}
 		if !dup {
-			v.keys = append(v.keys, k)
-			v.items = append(v.items, val)
+			v.Keys = append(v.Keys, k)
+			v.Items = append(v.Items, val)
 		}
 		p.ws()
 		if p.i >= len(p.s) {
@@ -317,9 +323,9 @@ func (p *pyParser) object(depth int) (jsonValue, error) {
 	}
 }
 
-func (p *pyParser) array(depth int) (jsonValue, error) {
+func (p *pyParser) array(depth int) (Value, error) {
 	p.i++ // [
-	v := jsonValue{kind: jsonArray}
+	v := Value{Kind: Array}
 	p.ws()
 	if p.i < len(p.s) && p.s[p.i] == ']' {
 		p.i++
@@ -331,7 +337,7 @@ func (p *pyParser) array(depth int) (jsonValue, error) {
 		if err != nil {
 			return v, err
 		}
-		v.items = append(v.items, val)
+		v.Items = append(v.Items, val)
 		p.ws()
 		if p.i >= len(p.s) {
 			return v, p.errf("unexpected end of input in a list")
@@ -350,7 +356,7 @@ func (p *pyParser) array(depth int) (jsonValue, error) {
 
 // number reads -?(0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)? (json.scanner.NUMBER_RE) and renders it
 // as Python would: int for no fraction and no exponent, float otherwise.
-func (p *pyParser) number() (jsonValue, error) {
+func (p *pyParser) number() (Value, error) {
 	start := p.i
 	if p.s[p.i] == '-' {
 		p.i++
@@ -362,14 +368,14 @@ func (p *pyParser) number() (jsonValue, error) {
 	case p.i < len(p.s) && p.s[p.i] >= '1' && p.s[p.i] <= '9':
 		p.digits()
 	default:
-		return jsonValue{}, p.errf("invalid number")
+		return Value{}, p.errf("invalid number")
 	}
 	intDigits := p.i - intStart
 	isFloat := false
 	if p.i < len(p.s) && p.s[p.i] == '.' {
 		p.i++
 		if p.digits() == 0 {
-			return jsonValue{}, p.errf("invalid number: no digits after '.'")
+			return Value{}, p.errf("invalid number: no digits after '.'")
 		}
 		isFloat = true
 	}
@@ -379,26 +385,26 @@ func (p *pyParser) number() (jsonValue, error) {
 			p.i++
 		}
 		if p.digits() == 0 {
-			return jsonValue{}, p.errf("invalid number: no digits in the exponent")
+			return Value{}, p.errf("invalid number: no digits in the exponent")
 		}
 		isFloat = true
 	}
 	lit := string(p.s[start:p.i])
 	if !isFloat {
 		if intDigits > maxIntDigits {
-			return jsonValue{}, p.errf("integer has %d digits; Python refuses more than %d", intDigits, maxIntDigits)
+			return Value{}, p.errf("integer has %d digits; Python refuses more than %d", intDigits, maxIntDigits)
 		}
 		if lit == "-0" {
 			lit = "0"
 		}
-		return jsonValue{kind: jsonNumber, text: lit}, nil
+		return Value{Kind: Number, Text: lit}, nil
 	}
 	f, err := strconv.ParseFloat(lit, 64)
 	if err != nil && !errors.Is(err, strconv.ErrRange) {
-		return jsonValue{}, p.errf("invalid number %q", lit)
+		return Value{}, p.errf("invalid number %q", lit)
 	}
 	// Out of range: ParseFloat gives ±Inf (overflow) or ±0 (underflow), as Python's float() does.
-	return jsonValue{kind: jsonNumber, text: pyFloatRepr(f)}, nil
+	return Value{Kind: Number, Text: floatRepr(f)}, nil
 }
 
 func (p *pyParser) digits() int {

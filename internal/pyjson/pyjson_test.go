@@ -1,4 +1,4 @@
-package tokenize
+package pyjson
 
 import (
 	"bytes"
@@ -42,12 +42,12 @@ func TestPyDumps(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := pyDumps([]byte(c.in))
+			got, err := Dumps([]byte(c.in))
 			if err != nil {
-				t.Fatalf("pyDumps(%q): %v", c.in, err)
+				t.Fatalf("Dumps(%q): %v", c.in, err)
 			}
 			if got != c.want {
-				t.Errorf("pyDumps(%q)\n got %q\nwant %q", c.in, got, c.want)
+				t.Errorf("Dumps(%q)\n got %q\nwant %q", c.in, got, c.want)
 			}
 		})
 	}
@@ -82,14 +82,14 @@ func TestPyDumpsRejects(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, err := pyDumps([]byte(c.in))
-			if !errors.Is(err, errPyJSON) {
-				t.Errorf("pyDumps(%q) = %q, %v; want an errPyJSON error", c.in, got, err)
+			got, err := Dumps([]byte(c.in))
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("Dumps(%q) = %q, %v; want an ErrInvalid error", c.in, got, err)
 			}
 		})
 	}
 	// 4300 digits is still fine (Python's limit is "more than 4300").
-	if _, err := pyDumps([]byte(strings.Repeat("9", 4300))); err != nil {
+	if _, err := Dumps([]byte(strings.Repeat("9", 4300))); err != nil {
 		t.Errorf("4300-digit integer: %v", err)
 	}
 }
@@ -169,44 +169,17 @@ func TestPyFloatRepr(t *testing.T) {
 		{"628.155766e10", "6281557660000.0"},
 	}
 	for _, c := range cases {
-		got, err := pyDumps([]byte(c.in))
+		got, err := Dumps([]byte(c.in))
 		if err != nil {
-			t.Errorf("pyDumps(%q): %v", c.in, err)
+			t.Errorf("Dumps(%q): %v", c.in, err)
 			continue
 		}
 		if got != c.want {
-			t.Errorf("pyDumps(%q) = %q, Python gives %q", c.in, got, c.want)
+			t.Errorf("Dumps(%q) = %q, Python gives %q", c.in, got, c.want)
 		}
 	}
-	if got := pyFloatRepr(math.Copysign(0, -1)); got != "-0.0" {
-		t.Errorf("pyFloatRepr(-0) = %q, want -0.0", got)
-	}
-}
-
-func TestPyStrip(t *testing.T) {
-	// Python 3.11: [hex(c) for c in range(0x110000) if chr(c).isspace()].
-	pySpace := []rune{0x9, 0xa, 0xb, 0xc, 0xd, 0x1c, 0x1d, 0x1e, 0x1f, 0x20, 0x85, 0xa0, 0x1680,
-		0x2000, 0x2001, 0x2002, 0x2003, 0x2004, 0x2005, 0x2006, 0x2007, 0x2008, 0x2009, 0x200a,
-		0x2028, 0x2029, 0x202f, 0x205f, 0x3000}
-	isPy := make(map[rune]bool)
-	for _, r := range pySpace {
-		isPy[r] = true
-		if got := pyStrip(string(r) + "x" + string(r)); got != "x" {
-			t.Errorf("pyStrip does not strip U+%04X: %q", r, got)
-		}
-	}
-	for r := rune(0); r < 0x3100; r++ {
-		if isPy[r] {
-			continue
-		}
-		if got := pyStrip(string(r)); got == "" {
-			t.Errorf("pyStrip strips U+%04X, which Python's str.strip keeps", r)
-		}
-	}
-	for _, r := range []rune{0x180e, 0x200b, 0xfeff} {
-		if got := pyStrip(string(r)); got == "" {
-			t.Errorf("pyStrip strips U+%04X, which Python's str.strip keeps", r)
-		}
+	if got := floatRepr(math.Copysign(0, -1)); got != "-0.0" {
+		t.Errorf("floatRepr(-0) = %q, want -0.0", got)
 	}
 }
 
@@ -218,23 +191,23 @@ func FuzzPyDumps(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		out, err := pyDumps(data)
+		out, err := Dumps(data)
 		if err != nil {
 			if json.Valid(data) && utf8.Valid(data) && !bytes.Contains(data, []byte(`\u`)) && len(data) < maxIntDigits {
-				t.Fatalf("pyDumps(%q) refused valid JSON: %v", data, err)
+				t.Fatalf("Dumps(%q) refused valid JSON: %v", data, err)
 			}
 			return
 		}
 		if !json.Valid(data) {
-			t.Fatalf("pyDumps(%q) accepted invalid JSON: %q", data, out)
+			t.Fatalf("Dumps(%q) accepted invalid JSON: %q", data, out)
 		}
 		if strings.Contains(out, "Infinity") {
 			return
 		}
 		if !json.Valid([]byte(out)) {
-			t.Fatalf("pyDumps(%q) = %q, not valid JSON", data, out)
+			t.Fatalf("Dumps(%q) = %q, not valid JSON", data, out)
 		}
-		again, err := pyDumps([]byte(out))
+		again, err := Dumps([]byte(out))
 		if err != nil || again != out {
 			t.Fatalf("not a fixed point: %q -> %q -> %q, %v", data, out, again, err)
 		}
