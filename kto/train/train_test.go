@@ -384,12 +384,13 @@ func TestShapedExecRebuild(t *testing.T) {
 
 func TestBackendConfig(t *testing.T) {
 	for in, want := range map[string]string{
-		"":                  "go:ops_sequential",
-		"go":                "go:ops_sequential",
-		"go:parallelism=2":  "go:parallelism=2,ops_sequential",
-		"go:ops_parallel":   "go:ops_parallel",
-		"go:ops_sequential": "go:ops_sequential",
-		"xla:cuda":          "xla:cuda",
+		"":                    "go:parallelism=-1,ops_parallel",
+		"go":                  "go:parallelism=-1,ops_parallel",
+		"go:dotgeneral_small": "go:dotgeneral_small,parallelism=-1,ops_parallel",
+		"go:parallelism=2":    "go:parallelism=2,ops_sequential",
+		"go:ops_parallel":     "go:ops_parallel",
+		"go:ops_sequential":   "go:ops_sequential",
+		"xla:cuda":            "xla:cuda",
 	} {
 		if got := backendConfig(in); got != want {
 			t.Errorf("backendConfig(%q) = %q, want %q", in, got, want)
