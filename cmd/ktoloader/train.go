@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -39,6 +40,8 @@ type trainFlags struct {
 	gpuMemory    string
 	planMaxLen   int
 	planBatch    int
+	cpuProf      string
+	memProf      string
 }
 
 func newTrainCmd() *cobra.Command {
@@ -62,7 +65,9 @@ PEFT-style LoRA adapter on the frozen base (the reference is the base, adapter o
 Memory: --micro-batch N runs each KTO batch's examples N at a time, gradients accumulated
 before the one optimizer step (z0 stays the whole batch's: a forward-only KL pass over all
 micro-batches comes first); --recompute keeps only each decoder layer's input for the
-backward pass and recomputes the layer there. Both give the single-graph step's results
+backward pass and recomputes the layer there; --head-chunk N computes the LM head's
+log-softmax N vocabulary ids at a time and recomputes it in the backward pass, so no
+[scored positions × vocab] logits are kept. All three give the single-graph step's results
 (within float32 rounding) for about one more forward pass each.
 
 --resume continues only the same run: it refuses checkpoints made with another model config or weights, data (manifest sha256), seed, max_len, KTO batch size, --grad-accum, --dtype, LoRA settings, --adapter or loss; an incomplete checkpoint (a kill while saving) is moved aside and the newest complete one is used.
@@ -122,6 +127,7 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.IntVar(&o.GradAccum, "grad-accum", 1, "KTO batches per optimizer step (gradients averaged)")
 	fl.IntVar(&o.MicroBatch, "micro-batch", 0, "examples per forward/backward pass, gradients accumulated over the KTO batch (0: the whole batch in one pass; z0 stays the whole batch's)")
 	fl.BoolVar(&o.Recompute, "recompute", false, "per-layer recomputation: keep only each decoder layer's input for the backward pass and recompute the layer there (~1 more forward; needs --lora-dropout 0)")
+	fl.IntVar(&o.HeadChunk, "head-chunk", 0, "LM head over vocabulary chunks of N ids, recomputed in the backward pass: never keeps [scored positions × vocab] logits (0: one product, kept)")
 	fl.IntVar(&o.Steps, "steps", 0, "optimizer steps (default: --epochs passes over the train split)")
 	fl.IntVar(&o.Epochs, "epochs", train.DefaultEpochs, "passes over the train split when --steps is 0")
 	fl.Int64Var(&f.seed, "seed", train.DefaultSeed, "seed of the initial weights (and so of the reference model)")
@@ -136,6 +142,8 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.BoolVar(&f.asJSON, "json", false, "one JSON object per step on stdout, then {\"summary\": …}")
 	fl.StringVar(&f.logPath, "log", "", "also write the per-step JSON lines to this JSONL file")
 	fl.BoolVar(&f.noBar, "no-progress", false, "no progress bar")
+	fl.StringVar(&f.cpuProf, "cpuprofile", "", "write a pprof CPU profile of the run to this file")
+	fl.StringVar(&f.memProf, "memprofile", "", "write a pprof heap profile (allocations included) at the end of the run to this file")
 	fl.StringVar(&f.memLimit, "memory-limit", "2GiB", "soft limit for the Go heap (off: none; $GOMEMLIMIT wins), raised when the live heap (the model and optimizer state) comes close")
 	return cmd
 }
@@ -272,7 +280,23 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		<-ctx.Done()
 		stop()
 	}()
+	if f.cpuProf != "" {
+		pf, err := os.Create(f.cpuProf)
+		if err != nil {
+			return err
+		}
+		defer pf.Close()
+		if err := pprof.StartCPUProfile(pf); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
+	}
 	sum, err := train.Run(ctx, o)
+	if f.memProf != "" {
+		if perr := writeHeapProfile(f.memProf); perr != nil && err == nil {
+			err = perr
+		}
+	}
 	if bar != nil {
 		_ = bar.Finish()
 	}

@@ -10,11 +10,15 @@ import (
 )
 
 // NewBackend creates a GomlX backend from a config string ("" → $GOMLX_BACKEND → "go").
-// A "go" config that names no ops_ mode gets ops_sequential: SimpleGo's default mode, which
-// runs a graph's ops in parallel when one graph executes, hung at 0% CPU on a 2-core machine
-// (its worker pool waiting on itself). Matrix products still use the worker pool, and the
-// trainer runs the reference model beside the training step. Backends not compiled in (xla
-// without -tags xla) are an error, not a panic.
+// A "go" config that names neither an ops_ mode nor a parallelism gets
+// "parallelism=-1,ops_parallel": independent ops of a graph (the targets' and the KL pairs'
+// LM heads, the two operands' gradients of a product) run at once, which on two cores made a
+// tiny-preset step on Nexus batches 1.4× faster than running ops one after another, with
+// bit-identical results (each op computes the same way in either mode). SimpleGo's default,
+// parallel ops under a worker pool of NumCPU, hung at 0% CPU on a 2-core machine (the pool
+// waiting on itself); an unlimited pool leaves the scheduling to GOMAXPROCS. A config with a
+// parallelism but no ops_ mode gets ops_sequential, for the same reason. Backends not
+// compiled in (xla without -tags xla) are an error, not a panic.
 func NewBackend(config string) (b backends.Backend, err error) {
 	if config == "" {
 		config = os.Getenv(backends.ConfigEnvVar)
@@ -40,8 +44,13 @@ func backendConfig(config string) string {
 	if config == "" {
 		config = simplego.BackendName
 	}
-	if name, opts, _ := strings.Cut(config, ":"); name == simplego.BackendName && !strings.Contains(opts, "ops_") {
-		config = simplego.BackendName + ":" + strings.TrimPrefix(opts+",ops_sequential", ",")
+	name, opts, _ := strings.Cut(config, ":")
+	if name != simplego.BackendName || strings.Contains(opts, "ops_") {
+		return config
 	}
-	return config
+	mode := ",ops_sequential"
+	if !strings.Contains(opts, "parallelism") {
+		mode = ",parallelism=-1,ops_parallel"
+	}
+	return simplego.BackendName + ":" + strings.TrimPrefix(opts+mode, ",")
 }

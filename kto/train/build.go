@@ -90,8 +90,8 @@ func (s *runState) buildModel() error {
 		}
 		lora = cfg
 	}
-	s.net = Net{Config: s.model, DType: dt, LoRA: lora}
-	s.refNet = Net{Config: s.model, DType: dt, LoRA: lora, AdapterOff: true}
+	s.net = Net{Config: s.model, DType: dt, LoRA: lora, HeadChunk: o.HeadChunk}
+	s.refNet = Net{Config: s.model, DType: dt, LoRA: lora, AdapterOff: true, HeadChunk: o.HeadChunk}
 	if err := s.checkHostMemory(); err != nil {
 		return err
 	}

@@ -105,7 +105,7 @@ func compareRuns(t *testing.T, what string, lr float64, wa, wb map[string][]floa
 
 // TestMicroBatchAndRecomputeEqualWholeStep: on the tiny preset (full fine-tuning, so the
 // embedding, head and norms are trained too) a step made of micro-batches, with or without
-// per-layer recomputation and with gradient accumulation, takes the same steps as the
+// per-layer recomputation, the chunked LM head and gradient accumulation, takes the same steps as the
 // single-graph step: losses, z0 (whole-batch KL), rewards, gradient norms and updated weights.
 // The single-graph step itself is checked against TRL's loss (loss_test.go), the float64
 // forward (model_test.go) and finite differences (realmodel_test.go).
@@ -120,14 +120,17 @@ func TestMicroBatchAndRecomputeEqualWholeStep(t *testing.T) {
 		name      string
 		micro     int
 		recompute bool
+		headChunk int
 	}{
-		{"micro-batch 1", 1, false},
-		{"micro-batch 3 (3+1 of 4)", 3, false},
-		{"recompute", 0, true},
-		{"micro-batch 2 + recompute", 2, true},
+		{"micro-batch 1", 1, false, 0},
+		{"micro-batch 3 (3+1 of 4)", 3, false, 0},
+		{"recompute", 0, true, 0},
+		{"micro-batch 2 + recompute", 2, true, 0},
+		{"head chunks of 7 (of 32 ids)", 0, false, 7},
+		{"micro-batch 2 + recompute + head chunks of 5", 2, true, 5},
 	} {
 		o := base
-		o.MicroBatch, o.Recompute = c.micro, c.recompute
+		o.MicroBatch, o.Recompute, o.HeadChunk = c.micro, c.recompute, c.headChunk
 		w, s := trainedWeights(t, o)
 		compareRuns(t, c.name, TinyLearningRate, wantW, w, wantS, s)
 	}
@@ -164,6 +167,9 @@ func TestLoRAMicroRecomputeEqual(t *testing.T) {
 	o.MicroBatch = 0
 	w, s = trainedWeights(t, o)
 	compareRuns(t, "LoRA recompute", base.LearningRate, wantW, w, wantS, s)
+	o.Recompute, o.HeadChunk = false, 16 // the frozen head: only the states' gradient
+	w, s = trainedWeights(t, o)
+	compareRuns(t, "LoRA head chunks of 16", base.LearningRate, wantW, w, wantS, s)
 }
 
 // TestRecomputeRefusesDropout: recomputed layers would draw new dropout masks.

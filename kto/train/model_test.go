@@ -4,6 +4,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"strconv"
 	"testing"
 
 	"github.com/gomlx/gomlx/pkg/core/graph"
@@ -280,10 +281,16 @@ func rowSequences(ids, pos, seg, labels []int32, T int) []sequence {
 // each label, keyed by its slot.
 func layoutLogProbs(t *testing.T, ctx *context.Context, cfg ModelConfig, targets, kls []sequence, blockSize int) (batchLayout, map[int32]float64) {
 	t.Helper()
+	return netLayoutLogProbs(t, ctx, Net{Config: cfg}, targets, kls, blockSize)
+}
+
+// netLayoutLogProbs is layoutLogProbs for a Net (a chunked LM head, say).
+func netLayoutLogProbs(t *testing.T, ctx *context.Context, net Net, targets, kls []sequence, blockSize int) (batchLayout, map[int32]float64) {
+	t.Helper()
 	dims := layoutDims{needDims(targets, blockSize).rounded(), needDims(kls, blockSize).rounded()}
 	l := newBatchLayout(targets, kls, blockSize, dims)
 	exec := context.MustNewExec(testBackend(t), ctx, func(ctx *context.Context, in []*graph.Node) []*graph.Node {
-		target, kl := cfg.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
+		target, kl := net.TokenLogProbs(ctx, seqInputs(in[inTarget:]), seqInputs(in[inKL:]))
 		return []*graph.Node{target, kl}
 	})
 	outs := exec.MustExec(append(groupArgs(&l.Target), groupArgs(&l.KL)...)...)
@@ -309,12 +316,19 @@ func TestTokenLogProbsMatchReference(t *testing.T) {
 			cfg := testModelConfig()
 			cfg.TieWordEmbeddings = tied
 			name := map[bool]string{false: "untied", true: "tied"}[tied] + "_block" + itoa(bs/4)
-			t.Run(name, func(t *testing.T) { testMatchReference(t, cfg, bs) })
+			t.Run(name, func(t *testing.T) { testMatchReference(t, Net{Config: cfg}, bs) })
 		}
+	}
+	// The chunked LM head: chunks of 5 ids (the last of 3) and one chunk of the whole vocabulary.
+	for _, chunk := range []int{5, 23} {
+		t.Run("head_chunk"+strconv.Itoa(chunk), func(t *testing.T) {
+			testMatchReference(t, Net{Config: testModelConfig(), HeadChunk: chunk}, 4)
+		})
 	}
 }
 
-func testMatchReference(t *testing.T, cfg ModelConfig, blockSize int) {
+func testMatchReference(t *testing.T, net Net, blockSize int) {
+	cfg := net.Config
 	ctx := newTestModel(t, cfg)
 	const T = 12
 	ids := []int32{
@@ -333,7 +347,7 @@ func testMatchReference(t *testing.T, cfg ModelConfig, blockSize int) {
 	for i := range labels {
 		labels[i] = ids[(i+1)%len(ids)] // any valid ids: every position is compared
 	}
-	l, got := layoutLogProbs(t, ctx, cfg, rowSequences(ids, pos, seg, labels, T), nil, blockSize)
+	l, got := netLayoutLogProbs(t, ctx, net, rowSequences(ids, pos, seg, labels, T), nil, blockSize)
 	if need := l.Target.Need; blockSize == 4 && (need.Blocks != 2+1+3+1 || need.Pairs != 3+1+6+1) {
 		t.Fatalf("block layout needs %+v, want 7 blocks and 11 pairs", need)
 	}

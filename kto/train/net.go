@@ -23,6 +23,10 @@ type Net struct {
 	// an adapter present (the reference model of a LoRA run, as TRL disables the adapter).
 	LoRA       LoRAConfig
 	AdapterOff bool
+	// HeadChunk > 0 computes the LM head's log-probs over vocabulary chunks of this many ids
+	// and recomputes them in the backward pass, never holding [positions × vocab] logits
+	// (head.go); 0: one [positions × vocab] product, kept for the backward pass.
+	HeadChunk int
 }
 
 // TokenLogProbs is Net{Config: c}.TokenLogProbs: float32, no adapter.
@@ -316,6 +320,9 @@ func (n Net) labelLogProbs(ctx *context.Context, h, labelPos, labels *graph.Node
 		headScope = "/model/embed_tokens"
 	}
 	head := weight(ctx, g, headScope) // [vocab, d]
+	if n.HeadChunk > 0 {
+		return n.chunkedLabelLogProbs(x, head, labels, ctx.InAbsPath(headScope).GetVariable(weightName).Trainable)
+	}
 	logits := n.matmul(x, head)
 	var picked *graph.Node
 	if n.computeDType() == dtypes.Float32 {

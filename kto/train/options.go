@@ -67,6 +67,10 @@ type Options struct {
 	// Recompute keeps only each decoder layer's input for the backward pass and recomputes
 	// the layer there (recompute.go).
 	Recompute bool
+	// HeadChunk > 0 runs the LM head over vocabulary chunks of this many ids and recomputes
+	// them in the backward pass (head.go): no [scored positions × vocab] logits are kept,
+	// for one more head product over the positions that get a gradient. 0: the plain head.
+	HeadChunk int
 	// Steps is the number of optimizer steps; 0 means Epochs passes over the train split.
 	Steps  int
 	Epochs int
@@ -123,6 +127,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: no data directory (--data)", ErrBadOption)
 	case o.GradAccum < 0:
 		return bad("grad-accum", o.GradAccum, "must be ≥ 1")
+	case o.HeadChunk < 0:
+		return bad("head-chunk", o.HeadChunk, "must not be negative")
 	case o.MicroBatch < 0:
 		return bad("micro-batch", o.MicroBatch, "must not be negative")
 	case o.Recompute && o.LoRA.Dropout > 0:
