@@ -412,7 +412,7 @@ func runPlan(cmd *cobra.Command, f *trainFlags) error {
 		}
 	}
 	po := train.PlanOptions{LoRARank: o.LoRA.Rank, DType: o.DType, MaxLen: maxLen, BatchSize: batch, GPUMemory: mem,
-		MicroBatch: min(o.MicroBatch, batch), Recompute: o.Recompute}
+		MicroBatch: min(o.MicroBatch, batch), Recompute: o.Recompute, LMHeadChunk: o.HeadChunk}
 	if o.LoRA.Rank > 0 {
 		po.LoRATargets = splitList(f.loraTargets)
 	}
