@@ -9,7 +9,6 @@ import (
 	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 	"time"
@@ -258,23 +257,11 @@ func runPrep(cmd *cobra.Command, f *prepFlags) error {
 			}
 		}
 	}
-	if f.cpuProf != "" {
-		pf, err := os.Create(f.cpuProf)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	m, err := pipeline.Run(cfg)
-	if f.memProf != "" {
-		if perr := writeHeapProfile(f.memProf); perr != nil && err == nil {
-			err = perr
-		}
-	}
+	var m *export.Manifest
+	err = profiled(f.cpuProf, f.memProf, func() (err error) {
+		m, err = pipeline.Run(cfg)
+		return err
+	})
 	if bar != nil {
 		bar.Finish()
 	}
@@ -412,22 +399,6 @@ func sameOutput(a, b string) bool {
 	aa, _ := filepath.Abs(a)
 	bb, _ := filepath.Abs(b)
 	return aa == bb
-}
-
-// writeHeapProfile writes the allocation profile. The runtime publishes a profile's samples
-// only at the end of a garbage collection, and prep runs with GOGC=1000, so without the
-// collection here the profile missed most of a run (a 20 MB row showed 52 MB allocated of 434).
-func writeHeapProfile(path string) error {
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	runtime.GC()
-	if err := pprof.Lookup("allocs").WriteTo(f, 0); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
 }
 
 // printManifest is prep's end-of-run summary table.

@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime/pprof"
 	"strconv"
 	"strings"
 
@@ -280,23 +279,11 @@ func runTrain(cmd *cobra.Command, f *trainFlags) error {
 		<-ctx.Done()
 		stop()
 	}()
-	if f.cpuProf != "" {
-		pf, err := os.Create(f.cpuProf)
-		if err != nil {
-			return err
-		}
-		defer pf.Close()
-		if err := pprof.StartCPUProfile(pf); err != nil {
-			return err
-		}
-		defer pprof.StopCPUProfile()
-	}
-	sum, err := train.Run(ctx, o)
-	if f.memProf != "" {
-		if perr := writeHeapProfile(f.memProf); perr != nil && err == nil {
-			err = perr
-		}
-	}
+	var sum train.Summary
+	err = profiled(f.cpuProf, f.memProf, func() (err error) {
+		sum, err = train.Run(ctx, o)
+		return err
+	})
 	if bar != nil {
 		_ = bar.Finish()
 	}
