@@ -36,7 +36,8 @@ import (
 // internal/safetensors: jsonstr, gen also stablehash), so that any layer can use them, and
 // are imported only where listed: internal/hub (the Hugging Face Hub client) by tokenize,
 // for the tokenizer, and by kto/train, for weights; internal/safetensors by kto/train;
-// internal/gen (synthetic rows) by cmd/ktoloader; testdata (the embedded sample and demo
+// internal/gen (synthetic rows) by cmd/ktoloader; internal/lmhead (the CPU trainer's LM
+// head kernels) by kto/train; testdata (the embedded sample and demo
 // tokenizer), internal/stablehash (the hashes and the random stream that outputs depend on)
 // internal/jsonstr (the JSON string decoder and encoders) and internal/pyjson (JSON read and
 // written as Python's json module does, over jsonstr) by anyone. internal/shared
@@ -52,7 +53,7 @@ var allowed = map[string][]string{
 	"export":            {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"internal/rowpath":  {"kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"export/report":     {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
-	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
+	"kto/train":         {"export", "kto", "tokenize", "loader", "internal/safetensors", "internal/hub", "internal/lmhead", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"internal/outdir":   {"export", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"internal/pipeline": {"export", "internal/outdir", "internal/rowpath", "kto", "tokenize", "loader", "testdata", "internal/stablehash", "internal/pyjson", "internal/jsonstr"},
 	"cmd/ktoloader": {"internal/pipeline", "internal/outdir", "export", "export/report", "kto/train", "internal/rowpath", "kto",
@@ -62,6 +63,7 @@ var allowed = map[string][]string{
 	"internal/safetensors": {"internal/jsonstr"},
 	"internal/gen":         {"internal/stablehash", "internal/jsonstr"},
 	"internal/stablehash":  {},
+	"internal/lmhead":      {},
 	"internal/jsonstr":     {},
 	"internal/pyjson":      {"internal/jsonstr"},
 	"internal/shared":      {},

@@ -1,0 +1,9 @@
+//go:build !amd64
+
+package lmhead
+
+const useAVX2 = false
+
+func gemm6x16Asm(kc int, a []float32, lda int, b []float32, ldb int, c []float32, ldc int) {
+	gemm6x16Go(kc, a, lda, b, ldb, c, ldc)
+}
