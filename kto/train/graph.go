@@ -118,47 +118,55 @@ func (s *runState) stepGraph(apply, micro bool) func(ctx *context.Context, in []
 		g := in[0].Graph()
 		ctx.SetTraining(g, true) // LoRA dropout
 		out, pass := s.lossPass(ctx, in, micro)
-		grads := pass.grads(out.Loss)
 		metrics := metricNodes(out)
-		accum := s.opts.GradAccum
-		if s.passesPerStep() > 1 {
-			i := 0
-			for v := range ctx.IterVariables() {
-				if !v.Trainable || !v.InUseByGraph(g) {
-					continue
-				}
-				acc := ctx.Checked(false).InAbsPath(accumulatorScope+v.Scope()).
-					WithInitializer(initializers.Zero).VariableWithShape(v.Name(), v.Shape()).SetTrainable(false)
-				sum := graph.Add(acc.ValueGraph(g), grads[i])
-				if apply {
-					grads[i] = graph.MulScalar(sum, 1/float64(accum))
-					acc.SetValueGraph(graph.ZerosLike(sum))
-				} else {
-					acc.SetValueGraph(sum)
-				}
-				i++
-			}
-		}
-		if !apply {
-			return append(metrics, graph.ScalarZero(g, dtypes.Float32))
-		}
-		var sq *graph.Node
-		for _, gr := range grads {
-			t := graph.ReduceAllSum(graph.Square(gr))
-			if sq == nil {
-				sq = t
-			} else {
-				sq = graph.Add(sq, t)
-			}
-		}
-		norm := graph.Sqrt(sq)
-		if clip := s.opts.ClipGradNorm; clip > 0 {
-			coef := graph.MinScalar(graph.Div(graph.Scalar(g, dtypes.Float32, clip), graph.AddScalar(norm, clipEpsilon)), 1.0)
-			for i := range grads {
-				grads[i] = graph.Mul(grads[i], coef)
-			}
-		}
-		s.optim.UpdateGraphWithGradients(ctx, grads, out.Loss.DType())
-		return append(metrics, norm)
+		return append(metrics, s.updateGraph(ctx, pass.grads(out.Loss), apply))
 	}
+}
+
+// updateGraph ends a step graph: with apply false it adds grads (the trainable variables in
+// use, in the optimizer's order) to the accumulators; with apply true it adds the
+// accumulated ones, divides by GradAccum, clips the global norm, applies AdamW and clears
+// the accumulators. It returns the gradient norm before clipping (0 when not applying).
+func (s *runState) updateGraph(ctx *context.Context, grads []*graph.Node, apply bool) *graph.Node {
+	g := grads[0].Graph()
+	accum := s.opts.GradAccum
+	if s.passesPerStep() > 1 {
+		i := 0
+		for v := range ctx.IterVariables() {
+			if !v.Trainable || !v.InUseByGraph(g) {
+				continue
+			}
+			acc := ctx.Checked(false).InAbsPath(accumulatorScope+v.Scope()).
+				WithInitializer(initializers.Zero).VariableWithShape(v.Name(), v.Shape()).SetTrainable(false)
+			sum := graph.Add(acc.ValueGraph(g), grads[i])
+			if apply {
+				grads[i] = graph.MulScalar(sum, 1/float64(accum))
+				acc.SetValueGraph(graph.ZerosLike(sum))
+			} else {
+				acc.SetValueGraph(sum)
+			}
+			i++
+		}
+	}
+	if !apply {
+		return graph.ScalarZero(g, dtypes.Float32)
+	}
+	var sq *graph.Node
+	for _, gr := range grads {
+		t := graph.ReduceAllSum(graph.Square(gr))
+		if sq == nil {
+			sq = t
+		} else {
+			sq = graph.Add(sq, t)
+		}
+	}
+	norm := graph.Sqrt(sq)
+	if clip := s.opts.ClipGradNorm; clip > 0 {
+		coef := graph.MinScalar(graph.Div(graph.Scalar(g, dtypes.Float32, clip), graph.AddScalar(norm, clipEpsilon)), 1.0)
+		for i := range grads {
+			grads[i] = graph.Mul(grads[i], coef)
+		}
+	}
+	s.optim.UpdateGraphWithGradients(ctx, grads, dtypes.Float32)
+	return norm
 }

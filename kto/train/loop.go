@@ -62,11 +62,19 @@ func (s *runState) evaluate() (Metrics, error) {
 			return Metrics{}, r.err
 		}
 		s.announceRefs(r, s.refTest, SplitTest)
-		outs, err := s.execBatch(s.evalEx, r.b, r.ref, r.refKL)
+		var v []float64
+		var err error
+		if s.hostHead {
+			v, err = s.hostMetrics(r.b, r.ref, r.refKL)
+		} else {
+			var outs []*tensors.Tensor
+			outs, err = s.execBatch(s.evalEx, r.b, r.ref, r.refKL)
+			v = scalars(outs)
+		}
 		if err != nil {
 			return Metrics{}, err
 		}
-		m.add(scalars(outs))
+		m.add(v)
 	}
 	return m.metrics(), nil
 }

@@ -89,6 +89,9 @@ func (s *runState) partLayout(b *Batch, p *microPart) (batchLayout, error) {
 // when apply is set. It returns the batch's metric values (metricNodes' order, then the
 // gradient norm).
 func (s *runState) stepBatch(b *Batch, ref, refKL []float32, apply bool) ([]float64, error) {
+	if s.hostHead {
+		return s.hostStep(b, ref, refKL, apply)
+	}
 	if s.microPasses() == 1 {
 		exec := s.trainEx
 		if !apply {

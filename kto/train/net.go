@@ -310,15 +310,10 @@ func blockAttention(q, k, v, bias, pairQ *graph.Node, numBlocks int) *graph.Node
 // is a row of the head gathered and dotted with the state, not a one-hot mask over the
 // vocabulary. The head [vocab, d] is lm_head, or the token embedding when tied.
 func (n Net) labelLogProbs(ctx *context.Context, h, labelPos, labels *graph.Node) *graph.Node {
-	c := n.Config
 	g := h.Graph()
 	nl := labelPos.Shape().Dimensions[0]
-	x := graph.Gather(h, graph.Reshape(labelPos, nl, 1)) // [C, d]
-	x = rmsNorm(x, vec(ctx, g, "/model/norm"), c.RMSNormEps)
-	headScope := "/lm_head"
-	if c.TieWordEmbeddings {
-		headScope = "/model/embed_tokens"
-	}
+	x := n.headStates(ctx, h, labelPos) // [C, d]
+	headScope := n.Config.headScope()
 	head := weight(ctx, g, headScope) // [vocab, d]
 	if n.HeadChunk > 0 {
 		return n.chunkedLabelLogProbs(x, head, labels, ctx.InAbsPath(headScope).GetVariable(weightName).Trainable)
@@ -338,6 +333,21 @@ func (n Net) labelLogProbs(ctx *context.Context, h, labelPos, labels *graph.Node
 	maxLogit := graph.StopGradient(graph.ReduceAndKeep(logits, graph.ReduceMax, -1))
 	logSumExp := graph.Add(graph.Log(graph.ReduceSum(graph.Exp(graph.Sub(logits, maxLogit)), -1)), graph.Reshape(maxLogit, nl))
 	return graph.Sub(picked, logSumExp)
+}
+
+// headStates are the LM head's inputs: the final norm of h [N, d] at labelPos [C], [C, d].
+func (n Net) headStates(ctx *context.Context, h, labelPos *graph.Node) *graph.Node {
+	nl := labelPos.Shape().Dimensions[0]
+	x := graph.Gather(h, graph.Reshape(labelPos, nl, 1))
+	return rmsNorm(x, vec(ctx, h.Graph(), "/model/norm"), n.Config.RMSNormEps)
+}
+
+// headScope is the LM head's variable scope: lm_head, or the token embedding when tied.
+func (c ModelConfig) headScope() string {
+	if c.TieWordEmbeddings {
+		return "/model/embed_tokens"
+	}
+	return "/lm_head"
 }
 
 // toF32 converts x to float32 when it is not already.

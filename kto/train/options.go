@@ -71,6 +71,9 @@ type Options struct {
 	// them in the backward pass (head.go): no [scored positions × vocab] logits are kept,
 	// for one more head product over the positions that get a gradient. 0: the plain head.
 	HeadChunk int
+	// HostHead runs the LM head outside the graph on the CPU backend (hosthead.go):
+	// HostHeadAuto (or empty) where it can, HostHeadOn (an error where it cannot), HostHeadOff.
+	HostHead string
 	// Steps is the number of optimizer steps; 0 means Epochs passes over the train split.
 	Steps  int
 	Epochs int
@@ -127,6 +130,8 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("%w: no data directory (--data)", ErrBadOption)
 	case o.GradAccum < 0:
 		return bad("grad-accum", o.GradAccum, "must be ≥ 1")
+	case o.HostHead != "" && o.HostHead != HostHeadAuto && o.HostHead != HostHeadOn && o.HostHead != HostHeadOff:
+		return fmt.Errorf("%w: --host-head %q (want %s, %s or %s)", ErrBadOption, o.HostHead, HostHeadAuto, HostHeadOn, HostHeadOff)
 	case o.HeadChunk < 0:
 		return bad("head-chunk", o.HeadChunk, "must not be negative")
 	case o.MicroBatch < 0:

@@ -9,6 +9,9 @@ import (
 
 // refForward runs the frozen reference on a batch.
 func (s *runState) refForward(b *Batch) (logp, logpKL []float32, err error) {
+	if s.hostHead {
+		return s.hostRefForward(b)
+	}
 	zero := make([]float32, s.shape.BatchSize)
 	outs, err := s.execBatch(s.refEx, b, zero, zero)
 	if err != nil {

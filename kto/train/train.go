@@ -128,6 +128,10 @@ type runState struct {
 	klEx, trainMicroEx, accumMicroEx *shapedExec
 	evalEx                           *shapedExec
 	refEx                            *shapedExec
+	// hostHead: the LM head runs on the host (hosthead.go), with these graphs and packed heads.
+	hostHead                                                    bool
+	statesEx, refStatesEx, headLossEx, hostTrainEx, hostAccumEx *shapedExec
+	policyHead, refHead                                         headCache
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
 	blockSize int
@@ -311,6 +315,9 @@ func (s *runState) setup() error {
 		s.accumMicroEx = newShapedExec(s.backend, s.ctx, s.stepGraph(false, true))
 	}
 	s.evalEx = newShapedExec(s.backend, s.ctx, s.evalGraph)
+	if err := s.setupHostHead(); err != nil {
+		return err
+	}
 	if o.Ref == RefPrecomputed || o.Ref == RefLazy {
 		if s.refTrain, err = s.openRefCache(SplitTrain, trainStamps); err != nil {
 			return err
@@ -362,6 +369,10 @@ func (s *runState) precomputeRefs() error {
 	s.saveRefCaches()
 	s.refEx.finalize()
 	s.refEx = nil
+	if s.refStatesEx != nil {
+		s.refStatesEx.finalize()
+		s.refStatesEx, s.refHead = nil, headCache{}
+	}
 	if !s.sharedRef {
 		s.refCtx.Finalize()
 	}
