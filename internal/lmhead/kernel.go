@@ -49,6 +49,23 @@ func gemm6x16Go(kc int, a []float32, lda int, b []float32, ldb int, c []float32,
 	}
 }
 
+// expShift sets dst[i] = scale·e^(src[i]−shift) (src[i] ≤ shift) and returns their sum;
+// dst may be src. The AVX2 kernel does eight at a time, expf the rest.
+func expShift(dst, src []float32, shift, scale float32) float32 {
+	dst = dst[:len(src)]
+	var sum float32
+	done := 0
+	if useAVX2 {
+		sum = expShiftAsm(dst, src, shift, scale)
+		done = len(src) &^ 7
+	}
+	for i := done; i < len(src); i++ {
+		dst[i] = scale * expf(src[i]-shift)
+		sum += dst[i]
+	}
+	return sum
+}
+
 // expf is e^x in float32 for x ≤ 0 (the log-softmax's shifted logits), Cephes' expf: x =
 // n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for e^r and 2^n from the exponent bits.
 // Relative error ≤ 2 ulp; below −87.3 (e^x under float32's normal range) it is 0.

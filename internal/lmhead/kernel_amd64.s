@@ -91,3 +91,61 @@ store:
 	VMOVUPS Y15, 32(DX)
 	VZEROUPPER
 	RET
+
+// func expShiftAVX2(dst, src *float32, n int, shift, scale float32, c *float32) (sum float32)
+//
+// dst[i] = scale·e^(src[i]−shift) for i < n (a multiple of 8), and their sum: expf's
+// algorithm eight lanes at a time. c holds expConsts, each constant eight times.
+TEXT ·expShiftAVX2(SB), NOSPLIT, $0-44
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS shift+24(FP), Y14
+	VBROADCASTSS scale+28(FP), Y13
+	MOVQ c+32(FP), R8
+	VXORPS Y15, Y15, Y15
+	VMOVUPS 320(R8), Y12
+	VMOVUPS 0(R8), Y11
+	SHRQ $3, CX
+	JZ expdone
+
+exploop:
+	VMOVUPS (SI), Y0
+	VSUBPS Y14, Y0, Y0
+	VCMPPS $0x0D, Y12, Y0, Y10
+	VMAXPS Y12, Y0, Y0
+	VMULPS Y11, Y0, Y1
+	VROUNDPS $0, Y1, Y1
+	VMOVAPS Y0, Y2
+	VFNMADD231PS 32(R8), Y1, Y2
+	VFNMADD231PS 64(R8), Y1, Y2
+	VMOVUPS 96(R8), Y3
+	VFMADD213PS 128(R8), Y2, Y3
+	VFMADD213PS 160(R8), Y2, Y3
+	VFMADD213PS 192(R8), Y2, Y3
+	VFMADD213PS 224(R8), Y2, Y3
+	VFMADD213PS 256(R8), Y2, Y3
+	VMULPS Y2, Y2, Y4
+	VFMADD213PS Y2, Y4, Y3
+	VADDPS 288(R8), Y3, Y3
+	VCVTPS2DQ Y1, Y1
+	VPADDD 352(R8), Y1, Y1
+	VPSLLD $23, Y1, Y1
+	VMULPS Y1, Y3, Y3
+	VANDPS Y10, Y3, Y3
+	VMULPS Y13, Y3, Y3
+	VMOVUPS Y3, (DI)
+	VADDPS Y3, Y15, Y15
+	ADDQ $32, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ exploop
+
+expdone:
+	VEXTRACTF128 $1, Y15, X0
+	VADDPS X0, X15, X0
+	VHADDPS X0, X0, X0
+	VHADDPS X0, X0, X0
+	VZEROUPPER
+	MOVSS X0, sum+40(FP)
+	RET

@@ -150,12 +150,7 @@ func (h *Head) LogProbs(x []float32, labels []int32, logp, lse []float32) {
 					s[r] *= math.Exp(float64(m[r] - bm))
 					m[r] = bm
 				}
-				var sum float32
-				mr := m[r]
-				for _, v := range row {
-					sum += expf(v - mr)
-				}
-				s[r] += float64(sum)
+				s[r] += float64(expShift(row, row, m[r], 1))
 			}
 		}
 		for r := range cn {
@@ -278,10 +273,7 @@ func (h *Head) softmaxWeights(tile, g, lse []float32, nr, nv int) {
 			clear(row)
 			continue
 		}
-		l := lse[r]
-		for j, v := range row {
-			row[j] = gr * expf(v-l)
-		}
+		expShift(row, row, lse[r], gr)
 	}
 }
 

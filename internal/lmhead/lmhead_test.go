@@ -179,6 +179,35 @@ func TestExpf(t *testing.T) {
 	}
 }
 
+// expShift (the AVX2 lanes and the Go tail) against math.Exp, and its sum.
+func TestExpShift(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, n := range []int{1, 7, 8, 29, 240} {
+		src := make([]float32, n)
+		for i := range src {
+			src[i] = float32(-r.Float64() * 100)
+		}
+		src[0] = 3 // the shift itself: e^0
+		dst := make([]float32, n)
+		sum := expShift(dst, src, 3, 0.5)
+		var want float64
+		for i, x := range src {
+			arg := float64(x - 3) // rounded to float32, as the kernels' shift
+			e := 0.5 * math.Exp(arg)
+			if arg < -87.3 {
+				e = 0
+			}
+			want += e
+			if math.Abs(float64(dst[i])-e) > 3e-7*e {
+				t.Fatalf("n %d: expShift(%v) = %v, want %v", n, x, dst[i], e)
+			}
+		}
+		if math.Abs(float64(sum)-want) > 1e-6*want {
+			t.Fatalf("n %d: sum %v, want %v", n, sum, want)
+		}
+	}
+}
+
 func TestNewHeadRefusesBadShapes(t *testing.T) {
 	if _, err := NewHead(make([]float32, 10*24), 10, 24); err == nil {
 		t.Error("a width that is not a multiple of 16 was accepted")
