@@ -95,6 +95,7 @@ func (s *runState) setupHostHead() error {
 	s.statesEx = newShapedExec(s.backend, s.ctx, statesGraph(s.net))
 	s.refStatesEx = newShapedExec(s.backend, s.refCtx, statesGraph(s.refNet))
 	s.headLossEx = newShapedExec(s.backend, s.ctx, s.headLossGraph)
+	s.slotSumEx = newShapedExec(s.backend, s.ctx, s.slotSumGraph)
 	s.hostTrainEx = newShapedExec(s.backend, s.ctx, s.hostUpdateGraph(true))
 	if s.opts.GradAccum > 1 {
 		s.hostAccumEx = newShapedExec(s.backend, s.ctx, s.hostUpdateGraph(false))
@@ -270,17 +271,21 @@ func (s *runState) hostRefForward(b *Batch) (logp, logpKL []float32, err error) 
 	if err != nil {
 		return nil, nil, err
 	}
-	return s.slotSums(p.lt, p.l.Target.Slots), s.slotSums(p.lk, p.l.KL.Slots), nil
+	// Summed by the policy's graph operation (perSlotSum), so that a policy equal to the
+	// reference has a log-ratio of exactly 0.
+	vec := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
+	ivec := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
+	outs, err := s.slotSumEx.run(layoutDims{p.l.Target.Dims, p.l.KL.Dims},
+		[]any{vec(p.lt), ivec(p.l.Target.Slots), vec(p.lk), ivec(p.l.KL.Slots)})
+	if err != nil {
+		return nil, nil, err
+	}
+	return tensors.MustCopyFlatData[float32](outs[0]), tensors.MustCopyFlatData[float32](outs[1]), nil
 }
 
-// slotSums is perSlotSum on the host: token log-probs summed per example slot (slots
-// outside [0, B), the layout's padding, count nowhere).
-func (s *runState) slotSums(tokens []float32, slots []int32) []float32 {
-	out := make([]float32, s.shape.BatchSize)
-	for i, sl := range slots {
-		if sl >= 0 && int(sl) < len(out) {
-			out[sl] += tokens[i]
-		}
-	}
-	return out
+// slotSumGraph: the token log-probs of both groups (the loss graph's first four inputs)
+// summed per example slot, [B] each.
+func (s *runState) slotSumGraph(_ *context.Context, in []*graph.Node) []*graph.Node {
+	B := s.shape.BatchSize
+	return []*graph.Node{perSlotSum(in[hlTargetLogProbs], in[hlTargetSlots], B), perSlotSum(in[hlKLLogProbs], in[hlKLSlots], B)}
 }

@@ -114,7 +114,8 @@ func TestMicroBatchAndRecomputeEqualWholeStep(t *testing.T) {
 		t.Skip("trains a model")
 	}
 	dir := writeSynData(t, 6, 0)
-	base := Options{DataDir: dir, Steps: 3, NoEval: true, Ref: RefOnTheFly}
+	// The graph's head throughout: these are re-arrangements of the single graph.
+	base := Options{DataDir: dir, Steps: 3, NoEval: true, Ref: RefOnTheFly, HostHead: HostHeadOff}
 	wantW, wantS := trainedWeights(t, base)
 	for _, c := range []struct {
 		name      string
@@ -158,7 +159,7 @@ func TestLoRAMicroRecomputeEqual(t *testing.T) {
 	model := filepath.Join(t.TempDir(), "model")
 	writeHFModel(t, model, hfTestConfig(), safetensors.F32, 1<<30, 9)
 	base := Options{DataDir: data, Model: model, LoRA: LoRAConfig{Rank: 4, Alpha: 8}, LearningRate: 5e-3,
-		Steps: 3, NoEval: true, Ref: RefOnTheFly}
+		Steps: 3, NoEval: true, Ref: RefOnTheFly, HostHead: HostHeadOff}
 	wantW, wantS := trainedWeights(t, base)
 	o := base
 	o.MicroBatch, o.Recompute = 1, true

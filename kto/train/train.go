@@ -131,6 +131,7 @@ type runState struct {
 	// hostHead: the LM head runs on the host (hosthead.go), with these graphs and packed heads.
 	hostHead                                                    bool
 	statesEx, refStatesEx, headLossEx, hostTrainEx, hostAccumEx *shapedExec
+	slotSumEx                                                   *shapedExec
 	policyHead, refHead                                         headCache
 	// blockSize is the attention block of the layout; fixedDims, when set, pads every batch
 	// to one shape (backends whose compilation is slow), else each batch's sizes are rounded.
