@@ -69,6 +69,13 @@ log-softmax N vocabulary ids at a time and recomputes it in the backward pass, s
 [scored positions × vocab] logits are kept. All three give the single-graph step's results
 (within float32 rounding) for about one more forward pass each.
 
+Speed: on the CPU backend the LM head runs outside the graph (--host-head auto, the
+default): AVX2/FMA kernels over vocabulary blocks, the logits never stored, between a
+states graph and an update graph (the decoder's forward runs twice). It gives the graph's
+results within float32 rounding; --host-head off keeps the head in the graph, and it is off
+by itself with --micro-batch, --recompute, --head-chunk, LoRA dropout, bf16 or another backend
+(--host-head on makes that an error).
+
 --resume continues only the same run: it refuses checkpoints made with another model config or weights, data (manifest sha256), seed, max_len, KTO batch size, --grad-accum, --dtype, LoRA settings, --adapter or loss; an incomplete checkpoint (a kill while saving) is moved aside and the newest complete one is used.
 
 Reference log-probs come from the frozen initial weights: --ref precomputed (default)
@@ -126,6 +133,7 @@ same lines to FILE. Ctrl-C stops after the current step, saving a checkpoint.`,
 	fl.IntVar(&o.GradAccum, "grad-accum", 1, "KTO batches per optimizer step (gradients averaged)")
 	fl.IntVar(&o.MicroBatch, "micro-batch", 0, "examples per forward/backward pass, gradients accumulated over the KTO batch (0: the whole batch in one pass; z0 stays the whole batch's)")
 	fl.BoolVar(&o.Recompute, "recompute", false, "per-layer recomputation: keep only each decoder layer's input for the backward pass and recompute the layer there (~1 more forward; needs --lora-dropout 0)")
+	fl.StringVar(&o.HostHead, "host-head", train.HostHeadAuto, "LM head on the host on the CPU backend: auto (where it can run), on (or an error), off (in the graph)")
 	fl.IntVar(&o.HeadChunk, "head-chunk", 0, "LM head over vocabulary chunks of N ids, recomputed in the backward pass: never keeps [scored positions × vocab] logits (0: one product, kept)")
 	fl.IntVar(&o.Steps, "steps", 0, "optimizer steps (default: --epochs passes over the train split)")
 	fl.IntVar(&o.Epochs, "epochs", train.DefaultEpochs, "passes over the train split when --steps is 0")
@@ -337,7 +345,7 @@ func printTrainSummary(w io.Writer, s train.Summary) {
 			s.Model.VocabSize, s.Parameters)},
 		{"loss", fmt.Sprintf("%s, β=%g, weights %g/%g", s.Loss.Type, s.Loss.Beta, s.Loss.DesirableWeight, s.Loss.UndesirableWeight)},
 		{"learning rate", f(s.LearningRate)},
-		{"backend", s.Backend},
+		{"backend", s.Backend + map[bool]string{true: ", LM head on the host"}[s.HostHead]},
 		{"reference", string(s.Ref)},
 	}
 	if s.Eval != nil {

@@ -136,7 +136,7 @@ func (s *runState) loop(stdctx stdcontext.Context) (Summary, error) {
 	}
 	start := int(optimizers.GetGlobalStep(s.ctx))
 	sum := Summary{Model: s.model, Parameters: s.model.NumParameters(), Loss: s.loss, LearningRate: o.LearningRate,
-		Backend: s.backend.Name(), Ref: o.Ref, CheckpointDir: o.CheckpointDir, StartStep: start,
+		Backend: s.backend.Name(), HostHead: s.hostHead, Ref: o.Ref, CheckpointDir: o.CheckpointDir, StartStep: start,
 		DType: o.DType, Pretrained: s.src.Weights, TrainableParameters: s.model.NumParameters()}
 	if s.net.LoRA.Enabled() {
 		sum.LoRA = &s.net.LoRA

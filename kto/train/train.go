@@ -86,9 +86,11 @@ type Summary struct {
 	Loss                LossConfig  `json:"loss_config"`
 	LearningRate        float64     `json:"learning_rate"`
 	Backend             string      `json:"backend"`
-	Ref                 RefMode     `json:"ref"`
-	CheckpointDir       string      `json:"checkpoint_dir,omitempty"`
-	Interrupted         bool        `json:"interrupted,omitempty"`
+	// HostHead: the LM head ran on the host (hosthead.go), not in the graph.
+	HostHead      bool    `json:"host_head"`
+	Ref           RefMode `json:"ref"`
+	CheckpointDir string  `json:"checkpoint_dir,omitempty"`
+	Interrupted   bool    `json:"interrupted,omitempty"`
 }
 
 // ErrCheckpoint marks a checkpoint directory that cannot be used as asked;
