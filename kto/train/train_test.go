@@ -267,7 +267,8 @@ func TestConfigModel(t *testing.T) {
 // BenchmarkTrainStep times optimizer steps of the tiny model on fixed synthetic batches: rows
 // of 512 tokens, KTO batches of 8, prompts of 100–300 tokens, completions of 20–80 (as the
 // demo data), with a 4096-id vocabulary and with Mistral's 32768 (the LM head then dominates),
-// plain and with the chunked head. The backend is $GOMLX_BACKEND, else "go". It reports
+// with the head on the host (the CPU default), in the graph, and the graph's chunked head.
+// The backend is $GOMLX_BACKEND, else "go". It reports
 // tokens/s (the figure `train` prints), wall-clock s/step and the process's CPU seconds per
 // step, which a machine shared with other work disturbs less. The first step (compilation)
 // is left out.
@@ -276,10 +277,14 @@ func BenchmarkTrainStep(b *testing.B) {
 		name      string
 		vocab     int
 		headChunk int
-	}{{"vocab4096", 4096, 0}, {"vocab32768", 32768, 0}, {"vocab32768_head_chunk8192", 32768, 8192}} {
+		hostHead  string
+	}{
+		{"vocab4096", 4096, 0, HostHeadAuto}, {"vocab32768", 32768, 0, HostHeadAuto},
+		{"vocab32768_graph_head", 32768, 0, HostHeadOff}, {"vocab32768_head_chunk8192", 32768, 8192, HostHeadAuto},
+	} {
 		b.Run(c.name, func(b *testing.B) {
 			spec := synSpec{maxLen: 512, batch: 8, vocab: c.vocab, promptMin: 100, promptSpan: 200, complMin: 20, complSpan: 60}
-			benchmarkTrain(b, writeSynDataSpec(b, 4, 0, spec), Options{HeadChunk: c.headChunk})
+			benchmarkTrain(b, writeSynDataSpec(b, 4, 0, spec), Options{HeadChunk: c.headChunk, HostHead: c.hostHead})
 		})
 	}
 }
