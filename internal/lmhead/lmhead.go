@@ -124,15 +124,7 @@ func (h *Head) LogProbs(x []float32, labels []int32, logp, lse []float32) {
 	}
 	d := h.d
 	xp := h.padded(x, n)
-	chunks := (n + pChunk - 1) / pChunk
-	tiles := sync.Pool{New: func() any { s := make([]float32, pChunk*vBlock); return &s }}
-	parallel(chunks, func(ci int) {
-		tp := tiles.Get().(*[]float32)
-		defer tiles.Put(tp)
-		tile := *tp
-		c0 := ci * pChunk
-		cn := min(pChunk, n-c0)
-		g := (cn + rows - 1) / rows
+	overChunks(n, func(tile []float32, c0, cn, g int) {
 		var m [pChunk]float32
 		var s [pChunk]float64
 		for r := range cn {
@@ -197,14 +189,7 @@ func (h *Head) Backward(x []float32, labels []int32, lse, g, dx, dw []float32) {
 
 	// dx: per position chunk, Σ_v q_iv·W_v over the vocabulary blocks in order.
 	acc := make([]float32, np*d)
-	chunks := (n + pChunk - 1) / pChunk
-	tiles := sync.Pool{New: func() any { s := make([]float32, pChunk*vBlock); return &s }}
-	parallel(chunks, func(ci int) {
-		tp := tiles.Get().(*[]float32)
-		defer tiles.Put(tp)
-		tile := *tp
-		c0 := ci * pChunk
-		g := (min(pChunk, n-c0) + rows - 1) / rows
+	overChunks(n, func(tile []float32, c0, _, g int) {
 		for b := range h.numBlocks() {
 			nv := h.logitsTile(tile, xp[c0*d:], g, b)
 			h.softmaxWeights(tile, gp[c0:], lp[c0:], g*rows, nv)
@@ -275,6 +260,20 @@ func (h *Head) softmaxWeights(tile, g, lse []float32, nr, nv int) {
 		}
 		expShift(row, row, lse[r], gr)
 	}
+}
+
+// overChunks runs fn in parallel over the chunks of pChunk positions of n: c0 the first,
+// cn how many, g the kernel row groups covering them; tile is a [pChunk, vBlock] scratch
+// the call owns.
+func overChunks(n int, fn func(tile []float32, c0, cn, g int)) {
+	tiles := sync.Pool{New: func() any { s := make([]float32, pChunk*vBlock); return &s }}
+	parallel((n+pChunk-1)/pChunk, func(ci int) {
+		tp := tiles.Get().(*[]float32)
+		defer tiles.Put(tp)
+		c0 := ci * pChunk
+		cn := min(pChunk, n-c0)
+		fn(*tp, c0, cn, (cn+rows-1)/rows)
+	})
 }
 
 // parallel runs fn(0…n−1) on up to GOMAXPROCS goroutines.

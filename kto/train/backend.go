@@ -54,3 +54,6 @@ func backendConfig(config string) string {
 	}
 	return simplego.BackendName + ":" + strings.TrimPrefix(opts+mode, ",")
 }
+
+// isCPU reports whether b is the pure-Go CPU backend.
+func isCPU(b any) bool { _, ok := b.(*simplego.Backend); return ok }

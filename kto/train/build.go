@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/ml/context"
 	"github.com/ktoloader/ktoloader/internal/safetensors"
@@ -31,7 +30,7 @@ func (s *runState) checkModelFits(maxTokenID int) error {
 // checkHostMemory compares the bytes the weights and optimizer state need with the machine's
 // memory, for backends that keep tensors on the host.
 func (s *runState) checkHostMemory() error {
-	if _, cpu := s.backend.(*simplego.Backend); !cpu {
+	if !isCPU(s.backend) {
 		return nil
 	}
 	need := s.model.TrainingBytes(s.net.LoRA, s.opts.computeDType())

@@ -3,7 +3,6 @@ package train
 import (
 	"fmt"
 
-	"github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/core/tensors"
@@ -73,8 +72,6 @@ func (s *runState) hostHeadBlocker() string {
 	}
 	return ""
 }
-
-func isCPU(b any) bool { _, ok := b.(*simplego.Backend); return ok }
 
 // setupHostHead decides on the host head and builds its graphs.
 func (s *runState) setupHostHead() error {
@@ -206,23 +203,29 @@ func (s *runState) hostForward(states *shapedExec, ctx *context.Context, cache *
 	return p, nil
 }
 
-// hostLoss runs (3): the metric tensors and the targets' log-prob gradient.
-func (s *runState) hostLoss(p *hostPass, b *Batch, ref, refKL []float32) ([]*tensors.Tensor, error) {
+// hostLoss runs (1)–(3) for the policy: the pass, then the metric tensors and the targets'
+// log-prob gradient (last).
+func (s *runState) hostLoss(b *Batch, ref, refKL []float32) (*hostPass, []*tensors.Tensor, error) {
+	p, err := s.hostForward(s.statesEx, s.ctx, &s.policyHead, b, ref, refKL)
+	if err != nil {
+		return nil, nil, err
+	}
 	bt := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, s.shape.BatchSize) }
+	outs, err := s.headLossEx.run(layoutDims{p.l.Target.Dims, p.l.KL.Dims}, append(p.logProbArgs(),
+		bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL)))
+	return p, outs, err
+}
+
+// logProbArgs are the loss graph's (and slotSumGraph's) first four inputs.
+func (p *hostPass) logProbArgs() []any {
 	vec := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
 	ivec := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
-	return s.headLossEx.run(layoutDims{p.l.Target.Dims, p.l.KL.Dims}, []any{
-		vec(p.lt), ivec(p.l.Target.Slots), vec(p.lk), ivec(p.l.KL.Slots),
-		bt(b.Desirable), bt(b.Present), bt(b.KLPresent), bt(ref), bt(refKL)})
+	return []any{vec(p.lt), ivec(p.l.Target.Slots), vec(p.lk), ivec(p.l.KL.Slots)}
 }
 
 // hostStep is stepBatch's whole-batch step with the host head.
 func (s *runState) hostStep(b *Batch, ref, refKL []float32, apply bool) ([]float64, error) {
-	p, err := s.hostForward(s.statesEx, s.ctx, &s.policyHead, b, ref, refKL)
-	if err != nil {
-		return nil, err
-	}
-	outs, err := s.hostLoss(p, b, ref, refKL)
+	p, outs, err := s.hostLoss(b, ref, refKL)
 	if err != nil {
 		return nil, err
 	}
@@ -252,11 +255,7 @@ func (s *runState) hostStep(b *Batch, ref, refKL []float32, apply bool) ([]float
 
 // hostMetrics is an evaluation batch's metrics with the host head.
 func (s *runState) hostMetrics(b *Batch, ref, refKL []float32) ([]float64, error) {
-	p, err := s.hostForward(s.statesEx, s.ctx, &s.policyHead, b, ref, refKL)
-	if err != nil {
-		return nil, err
-	}
-	outs, err := s.hostLoss(p, b, ref, refKL)
+	_, outs, err := s.hostLoss(b, ref, refKL)
 	if err != nil {
 		return nil, err
 	}
@@ -273,10 +272,7 @@ func (s *runState) hostRefForward(b *Batch) (logp, logpKL []float32, err error) 
 	}
 	// Summed by the policy's graph operation (perSlotSum), so that a policy equal to the
 	// reference has a log-ratio of exactly 0.
-	vec := func(x []float32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
-	ivec := func(x []int32) *tensors.Tensor { return tensors.FromFlatDataAndDimensions(x, len(x)) }
-	outs, err := s.slotSumEx.run(layoutDims{p.l.Target.Dims, p.l.KL.Dims},
-		[]any{vec(p.lt), ivec(p.l.Target.Slots), vec(p.lk), ivec(p.l.KL.Slots)})
+	outs, err := s.slotSumEx.run(layoutDims{p.l.Target.Dims, p.l.KL.Dims}, p.logProbArgs())
 	if err != nil {
 		return nil, nil, err
 	}

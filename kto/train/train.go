@@ -34,7 +34,6 @@ import (
 	"runtime/debug"
 
 	"github.com/gomlx/gomlx/backends"
-	"github.com/gomlx/gomlx/backends/simplego"
 	"github.com/gomlx/gomlx/pkg/core/dtypes"
 	"github.com/gomlx/gomlx/pkg/core/graph"
 	"github.com/gomlx/gomlx/pkg/ml/context"
@@ -300,7 +299,7 @@ func (s *runState) setup() error {
 		return err
 	}
 	s.blockSize = defaultBlockSize
-	if _, cpu := s.backend.(*simplego.Backend); !cpu {
+	if !isCPU(s.backend) {
 		// XLA compiles a graph in seconds: one shape for the whole run, the largest batch's.
 		if err := s.scanLayouts(); err != nil {
 			return err
